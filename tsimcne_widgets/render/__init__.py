@@ -1,0 +1,57 @@
+"""Renderer layer: numpy snapshots in, pixels, thumbnails, hit-tests and history out.
+
+Everything here works on plain numpy arrays and never imports torch, so the
+widget can draw maps while the trainer owns the accelerator.  Submodules are
+imported lazily: ``lasso`` or ``replay`` alone do not pay for importing
+datashader.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__all__ = [
+    "Rasterizer",
+    "data_range",
+    "to_png_bytes",
+    "default_palette",
+    "SpatialIndex",
+    "points_in_polygon",
+    "points_in_box",
+    "combine",
+    "ThumbnailCache",
+    "hover_card_html",
+    "ReplayBuffer",
+    "save_map_png",
+    "render_map_image",
+]
+
+_HOME = {
+    "Rasterizer": "raster",
+    "data_range": "raster",
+    "to_png_bytes": "raster",
+    "default_palette": "raster",
+    "SpatialIndex": "spatial",
+    "points_in_polygon": "lasso",
+    "points_in_box": "lasso",
+    "combine": "lasso",
+    "ThumbnailCache": "thumbs",
+    "hover_card_html": "thumbs",
+    "ReplayBuffer": "replay",
+    "save_map_png": "picture",
+    "render_map_image": "picture",
+}
+
+
+def __getattr__(name: str):
+    try:
+        module_name = _HOME[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"{__name__}.{module_name}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
