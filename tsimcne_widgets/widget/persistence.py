@@ -1,0 +1,219 @@
+"""Saving and restoring an Explorer session as a folder.
+
+Layout (every file optional except ``explorer.json``)::
+
+    explorer.json     format version, TSimCNE params, colouring, training state
+    images.npy        uint8 (N, H, W, 3), unless every image has a readable source file
+    sources.csv       source path of each image (the images are re-read from them)
+    labels.json       one label per image
+    metadata.json     extra per-image columns (pandas "table" JSON, keeps dtypes)
+    map.npy           the newest map, float32 (N, 2)
+    replay.npz        replay frames, float16 (F, N, 2), with replay_infos.json
+    tags.csv          long-format tags (TagStore.save)
+    selection.npy     selected indices
+    checkpoint.pt     training checkpoint (weights_only loading), to continue training
+
+Nothing here unpickles: loading a session never runs code from the folder.
+The folder is written aside and renamed into place, so an interrupted save
+leaves no half-written session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["save_explorer", "load_explorer", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+_MANIFEST = "explorer.json"
+
+
+def _json_safe_params(params: dict) -> dict:
+    safe = {}
+    for key, value in params.items():
+        if isinstance(value, tuple):
+            value = list(value)
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        try:
+            json.dumps(value)
+        except TypeError:
+            raise ValueError(
+                f"TSimCNE parameter {key}={value!r} cannot be saved by value (a module or "
+                "object); pass it by name (e.g. backbone='resnet18') to use save()"
+            ) from None
+        safe[key] = value
+    return safe
+
+
+def save_explorer(explorer, path, overwrite: bool = False, include_images: bool | None = None
+                  ) -> Path:
+    """Write ``explorer``'s session to folder ``path`` (see the module docstring).
+
+    Parameters
+    ----------
+    explorer : Explorer
+    path : str or path-like
+        Destination folder; its parent must exist.
+    overwrite : bool
+        Replace an existing folder.
+    include_images : bool or None
+        Store the pixels (``images.npy``).  Default: only when some image has
+        no readable source file.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    folder = Path(path).expanduser()
+    if folder.exists() and not overwrite:
+        raise FileExistsError(f"{str(folder)!r} exists; pass overwrite=True or choose a new name")
+    parent = folder.parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"cannot save to {str(folder)!r}: the folder {str(parent)!r} "
+                                "does not exist; create it first")
+    image_set = explorer.image_set
+    paths = image_set.paths
+    has_sources = paths is not None and all(p and os.path.isfile(p) for p in paths)
+    if include_images is None:
+        include_images = not has_sources
+    training = explorer.training
+    manifest = {
+        "format": FORMAT_VERSION,
+        "n": explorer.n,
+        "image_shape": list(image_set.images.shape[1:]),
+        "params": _json_safe_params(training.params),
+        "color_by": explorer._color_column,
+        "training_state": training.state if not training.active else "stopped",
+        "provisional": bool(explorer._provisional),
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=parent))
+    try:
+        if include_images:
+            np.save(tmp / "images.npy", np.asarray(image_set.images), allow_pickle=False)
+        if paths is not None:
+            pd.DataFrame({"path": list(paths)}).to_csv(tmp / "sources.csv", index=False)
+        if explorer.labels is not None:
+            (tmp / "labels.json").write_text(json.dumps([str(v) for v in explorer.labels]))
+        if explorer.metadata is not None:
+            explorer.metadata.to_json(tmp / "metadata.json", orient="table", index=False)
+        xy = explorer.embedding
+        if xy is not None:
+            np.save(tmp / "map.npy", np.asarray(xy, dtype=np.float32), allow_pickle=False)
+        _save_replay(explorer.replay, tmp)
+        if len(explorer.tag_store):
+            explorer.tag_store.save(tmp / "tags.csv")
+        np.save(tmp / "selection.npy", np.asarray(explorer.selection, dtype=np.int64))
+        trainer = training.trainer
+        if trainer is not None and trainer.latest_snapshot is not None:
+            trainer.save_checkpoint(tmp / "checkpoint.pt")
+            manifest["checkpoint"] = "checkpoint.pt"
+        elif training.checkpoint is not None and os.path.isfile(training.checkpoint):
+            shutil.copyfile(training.checkpoint, tmp / "checkpoint.pt")
+            manifest["checkpoint"] = "checkpoint.pt"
+        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1))
+        if folder.exists():
+            backup = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=parent))
+            os.replace(folder, backup / "old")
+            os.replace(tmp, folder)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _save_replay(replay, folder: Path) -> None:
+    frames = len(replay)
+    if frames == 0:
+        return
+    stacked = np.stack([replay[k][0].astype(np.float16) for k in range(frames)])
+    np.save(folder / "replay.npy", stacked, allow_pickle=False)
+    (folder / "replay_infos.json").write_text(json.dumps(replay.infos, default=float))
+
+
+def load_explorer(cls, path, **kwargs):
+    """Rebuild an Explorer from a folder written by :func:`save_explorer`.
+
+    ``kwargs`` go to the Explorer (display options such as ``canvas_width``).
+    """
+    from ..data import ImageSet, load_images
+
+    folder = Path(path).expanduser()
+    manifest_path = folder / _MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{str(folder)!r} is not a saved Explorer session "
+                                f"(no {_MANIFEST}); pass the folder written by Explorer.save")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{str(folder)!r} has session format {manifest.get('format')!r}; "
+                         f"this version reads format {FORMAT_VERSION}")
+    n = int(manifest["n"])
+    labels = None
+    if (folder / "labels.json").is_file():
+        labels = json.loads((folder / "labels.json").read_text())
+    paths = None
+    if (folder / "sources.csv").is_file():
+        paths = pd.read_csv(folder / "sources.csv", dtype=str, keep_default_na=False)["path"]
+        paths = tuple(paths)
+    metadata = None
+    if (folder / "metadata.json").is_file():
+        metadata = pd.read_json(folder / "metadata.json", orient="table")
+    if (folder / "images.npy").is_file():
+        images = np.load(folder / "images.npy", allow_pickle=False)
+        image_set = ImageSet(images, labels=labels, paths=paths, metadata=metadata)
+    elif paths is not None:
+        height, width = manifest["image_shape"][:2]
+        image_set = load_images(list(paths), labels=labels, image_size=(height, width))
+        if len(image_set) != n:
+            raise ValueError(f"only {len(image_set)} of the {n} source images could be read "
+                             f"again; {len(image_set.skipped)} are missing or broken")
+        image_set = ImageSet(image_set.images, labels=labels, paths=paths, metadata=metadata)
+    else:
+        raise FileNotFoundError(f"{str(folder)!r} holds neither images.npy nor sources.csv")
+    if len(image_set) != n:
+        raise ValueError(f"the session describes {n} images but {len(image_set)} were found")
+
+    explorer = cls(image_set, **kwargs, **manifest.get("params", {}))
+    _restore_state(explorer, folder, manifest)
+    return explorer
+
+
+def _restore_state(explorer, folder: Path, manifest: dict) -> None:
+    from ..curation import TagStore
+
+    if (folder / "replay.npy").is_file():
+        frames = np.load(folder / "replay.npy", allow_pickle=False)
+        infos = json.loads((folder / "replay_infos.json").read_text())
+        for frame, info in zip(frames, infos):
+            explorer.replay.append(frame, info)
+    if (folder / "map.npy").is_file():
+        explorer._map = np.load(folder / "map.npy", allow_pickle=False).astype(np.float32)
+        explorer._provisional = bool(manifest.get("provisional", False))
+        explorer._display_map(explorer._map, explorer._provisional)
+        explorer._sync_replay_slider()
+    if (folder / "tags.csv").is_file():
+        loaded = TagStore.load(folder / "tags.csv", explorer.n)
+        for name in loaded.names:
+            explorer.tag_store.add(name, loaded.indices(name))
+    if (folder / "selection.npy").is_file():
+        explorer.select(np.load(folder / "selection.npy", allow_pickle=False))
+    color = manifest.get("color_by")
+    if color in explorer._color_options():
+        explorer.color_by(color)
+    training = explorer.training
+    if manifest.get("checkpoint"):
+        training.checkpoint = str(folder / manifest["checkpoint"])
+    training.restored_state = manifest.get("training_state") or None
+    if training.restored_state == "idle":
+        training.restored_state = None
+    explorer._update_training_ui(None)

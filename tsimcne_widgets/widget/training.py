@@ -1,0 +1,308 @@
+"""One training run of the Explorer, in a background thread, seen from the kernel.
+
+:class:`TrainingSession` owns the estimator and its trainer.  Its background
+thread builds the trainer (which may first time the device for a time budget)
+and runs it.  The trainer's callback only stores the newest snapshot, records
+the map in the replay buffer and calls ``on_update`` (the scheduler's
+thread-safe ``submit``); it never touches a widget.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TrainingSession", "DEFAULT_WIDGET_BUDGET"]
+
+#: Time budget (seconds) preset in the widget when neither total_epochs nor time_budget is given.
+DEFAULT_WIDGET_BUDGET = 600.0
+_ACTIVE = ("starting", "running", "paused", "stopping")
+_DEFAULT_EPOCHS = (1000, 50, 450)
+
+
+def _epochs_of(params: dict) -> tuple[int, ...]:
+    epochs = params.get("total_epochs", _DEFAULT_EPOCHS)
+    return (int(epochs),) if np.isscalar(epochs) else tuple(int(e) for e in epochs)
+
+
+def scale_epochs(ratio: tuple[int, ...], total: int) -> tuple[int, ...]:
+    """Epochs per stage in the proportions of ``ratio``, each at least 1, summing to
+    ``total`` (or to the number of stages when ``total`` is smaller)."""
+    weight = sum(ratio)
+    epochs = [max(1, int(round(r * total / weight))) for r in ratio]
+    while sum(epochs) > max(total, len(epochs)):
+        epochs[epochs.index(max(epochs))] -= 1
+    return tuple(epochs)
+
+
+class TrainingSession:
+    """Background training for the Explorer.
+
+    Parameters
+    ----------
+    image_set : ImageSet
+        The images to train on.
+    params : dict
+        Keyword arguments of :class:`~tsimcne_widgets.estimator.TSimCNE`.
+    replay : ReplayBuffer
+        Every snapshot's map is appended here (from the training thread; the
+        buffer is thread-safe).
+
+    Attributes
+    ----------
+    on_update : callable or None
+        Called with no meaningful argument, from any thread, whenever there
+        is something new to show (a snapshot, or the end of the run).
+    estimator : TSimCNE or None
+    trainer : Trainer or None
+    error : BaseException or None
+        Why the last run failed.
+    """
+
+    def __init__(self, image_set, params: dict, replay) -> None:
+        self.image_set = image_set
+        self.params = dict(params)
+        self._check_param_names()
+        self.replay = replay
+        self.on_update: Callable[[Any], object] | None = None
+        self.estimator = None
+        self.trainer = None
+        self.error: BaseException | None = None
+        self.checkpoint: str | None = None  # a restored run continues from here
+        self.restored_state: str | None = None
+        self._lock = threading.Lock()
+        self._pending = None
+        self._latest = None
+        self._generation = 0
+        self._phase = "idle"  # our own view: idle, starting, running (trainer), done
+        self._stop_early = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._announced = 0
+
+    def _check_param_names(self) -> None:
+        import inspect
+
+        from ..estimator import TSimCNE
+
+        known = set(inspect.signature(TSimCNE.__init__).parameters) - {"self"}
+        unknown = sorted(set(self.params) - known)
+        if unknown:
+            raise TypeError(f"unknown TSimCNE parameter(s) {unknown}; accepted: {sorted(known)}")
+
+    # ------------------------------------------------------------------ budget
+    def default_total_epochs(self) -> int:
+        """Total epochs shown in the epoch-budget box."""
+        return sum(_epochs_of(self.params))
+
+    def default_time_budget(self) -> float | None:
+        """Seconds preset in the time-budget box (None: the epoch budget is preset)."""
+        if self.params.get("time_budget") is not None:
+            return float(self.params["time_budget"])
+        if "total_epochs" in self.params:
+            return None
+        return DEFAULT_WIDGET_BUDGET
+
+    def _params_for(self, budget: tuple[str, float] | None) -> dict:
+        params = dict(self.params)
+        if budget is None:
+            return params
+        kind, amount = budget
+        if kind == "time":
+            params["time_budget"] = float(amount)
+        else:
+            params["time_budget"] = None
+            ratio = _epochs_of(params)
+            if int(amount) != sum(ratio):
+                params["total_epochs"] = scale_epochs(ratio, int(amount))
+        return params
+
+    # ------------------------------------------------------------------ state
+    @property
+    def state(self) -> str:
+        """``"idle"``, ``"starting"`` (building the network, timing the device), or the
+        trainer's state."""
+        with self._lock:
+            phase, trainer = self._phase, self.trainer
+        if phase == "starting":
+            return "stopping" if self._stop_early.is_set() else "starting"
+        if trainer is not None:
+            return trainer.state
+        if self.error is not None:
+            return "failed"
+        return self.restored_state or phase
+
+    @property
+    def active(self) -> bool:
+        """bool : Whether a run is in progress (including paused)."""
+        return self.state in _ACTIVE
+
+    @property
+    def latest_snapshot(self):
+        """The newest snapshot of the current run, or None."""
+        with self._lock:
+            return self._latest
+
+    @property
+    def device_name(self) -> str:
+        """str : Where training runs (e.g. ``cpu``, ``cuda``)."""
+        from ..runtime import resolve_device
+
+        return str(resolve_device(self.params.get("device", "auto")))
+
+    @property
+    def can_continue(self) -> bool:
+        """bool : Whether a restored checkpoint can be trained further."""
+        return self.checkpoint is not None and not self.active
+
+    # ------------------------------------------------------------------ control
+    def start(self, budget: tuple[str, float] | None = None) -> None:
+        """Begin a new run in a background thread."""
+        from ..estimator import TSimCNE
+
+        params = self._params_for(budget)
+        estimator = TSimCNE(**params)
+        self._launch(lambda callbacks: estimator._make_trainer(self.image_set, callbacks),
+                     estimator)
+
+    def continue_run(self) -> None:
+        """Continue training from :attr:`checkpoint` (after :meth:`Explorer.load`)."""
+        from ..estimator import TSimCNE
+        from ..trainer import Trainer
+
+        estimator = TSimCNE(**self.params)
+        checkpoint = self.checkpoint
+
+        def build(callbacks):
+            return Trainer.resume_from(checkpoint, self.image_set, callbacks=callbacks,
+                                       device=self.params.get("device", "auto"))
+
+        self._launch(build, estimator, keep_replay=True)
+
+    def _launch(self, build: Callable, estimator, keep_replay: bool = False) -> None:
+        with self._lock:
+            self._generation += 1
+            generation = self._generation
+            self._pending = None
+            self._latest = None
+            self._phase = "starting"
+            self.trainer = None
+        self.error = None
+        self.restored_state = None
+        self.estimator = estimator
+        self._stop_early.clear()
+        if not keep_replay:
+            self.replay.clear()
+
+        def callback(snapshot) -> bool:
+            return self._receive(generation, snapshot)
+
+        self._thread = threading.Thread(
+            target=self._run, args=(build, estimator, callback, generation),
+            name="tsimcne-explorer-training", daemon=True,
+        )
+        self._thread.start()
+
+    def _run(self, build, estimator, callback, generation: int) -> None:
+        trainer, failure = None, None
+        try:
+            trainer = build([callback])
+            with self._lock:
+                if generation != self._generation:
+                    return
+                self.trainer = trainer
+                self._phase = "running"
+            estimator.trainer_ = trainer
+            estimator.labels_ = self.image_set.labels
+            if self._stop_early.is_set():
+                trainer.stop()
+            else:
+                trainer.run()
+        except BaseException as error:  # noqa: BLE001 - shown in the widget
+            failure = error
+        finally:
+            if trainer is not None and trainer.error is None and trainer.latest_snapshot:
+                try:
+                    # The estimator gets the model and the final map, as after fit().
+                    estimator._adopt(trainer)
+                except Exception as error:  # noqa: BLE001 - the map is already shown
+                    failure = failure or error
+            with self._lock:
+                current = generation == self._generation
+                if current:
+                    self._phase = "done"
+            if current:
+                self.error = failure
+                self.checkpoint = None
+                self._notify()
+
+    def _receive(self, generation: int, snapshot) -> bool:
+        """Trainer callback (training thread): keep the newest snapshot, ask for a redraw."""
+        with self._lock:
+            if generation != self._generation:
+                return True  # a newer run replaced this one: stop it
+            self._pending = snapshot
+            self._latest = snapshot
+        self.replay.append(snapshot.embedding, {
+            "stage": snapshot.stage, "epoch": snapshot.epoch, "total_epoch": snapshot.total_epoch,
+            "loss": snapshot.loss, "provisional": snapshot.provisional,
+        })
+        self._notify()
+        return False
+
+    def _notify(self) -> None:
+        if self.on_update is not None:
+            self.on_update(None)
+
+    def forget_latest(self) -> None:
+        """Drop the newest snapshot (a map set by hand replaces it)."""
+        with self._lock:
+            self._latest = self._pending = None
+
+    def take_snapshot(self):
+        """The snapshot not shown yet (cleared by this call), or None."""
+        with self._lock:
+            snapshot, self._pending = self._pending, None
+            return snapshot
+
+    def pause(self) -> None:
+        """Pause the trainer after its current step."""
+        if self.trainer is not None:
+            self.trainer.pause()
+
+    def resume(self) -> None:
+        """Resume a paused trainer."""
+        if self.trainer is not None:
+            self.trainer.resume()
+
+    def stop(self) -> None:
+        """Stop the run after its current step (or before it begins)."""
+        self._stop_early.set()
+        if self.trainer is not None:
+            self.trainer.stop()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the background thread ends; True if it did."""
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def announce(self, report: Callable[[str, str], object]) -> None:
+        """Report the end of the run once (``report(text, kind)``)."""
+        with self._lock:
+            generation, phase = self._generation, self._phase
+        if phase != "done" or self._announced == generation:
+            return
+        self._announced = generation
+        state = self.state
+        if self.error is not None or state == "failed":
+            error = self.error or (self.trainer.error if self.trainer else None)
+            report(f"training failed: {error}", "error")
+        elif state == "stopped":
+            report("training stopped; the map so far stays (Start trains a new one)", "info")
+        else:
+            report("training finished", "info")
