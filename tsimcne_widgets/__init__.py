@@ -1,0 +1,40 @@
+"""t-SimCNE maps of image collections: a scikit-learn-style estimator, a CLI and a live
+Jupyter widget.
+
+>>> from tsimcne_widgets import TSimCNE, load_images        # doctest: +SKIP
+>>> xy = TSimCNE(time_budget=180).fit_transform(load_images("photos/"))  # doctest: +SKIP
+
+Names are imported on first use, so ``import tsimcne_widgets`` stays light: torch loads
+with the estimator, bokeh and ipywidgets only with :class:`Explorer`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+__all__ = ["TSimCNE", "Snapshot", "Trainer", "load_images", "ImageSet", "Explorer"]
+
+_HOME = {
+    "TSimCNE": "estimator",
+    "Snapshot": "snapshot",
+    "Trainer": "trainer",
+    "load_images": "data",
+    "ImageSet": "data",
+    "Explorer": "widget.explorer",
+}
+
+
+def __getattr__(name: str):
+    try:
+        module_name = _HOME[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"{__name__}.{module_name}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
