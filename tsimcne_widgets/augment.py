@@ -10,6 +10,8 @@ grayscale-mean contrast, HSV hue shift, ITU-R 601 grayscale).
 
 from __future__ import annotations
 
+import functools
+
 import math
 from dataclasses import dataclass, fields
 
@@ -106,6 +108,15 @@ def rgb_to_hsv(images: torch.Tensor) -> torch.Tensor:
     return torch.stack((hue, saturation, maxc), dim=-3)
 
 
+@functools.lru_cache(maxsize=8)
+def _sector_table(device: torch.device) -> torch.Tensor:
+    # Built once per device: a fresh host-to-device copy every step would stall the GPU.
+    return torch.tensor(
+        [[0, 3, 2], [1, 0, 2], [2, 0, 3], [2, 1, 0], [3, 2, 0], [0, 2, 1]],
+        device=device,
+    )
+
+
 def hsv_to_rgb(images: torch.Tensor) -> torch.Tensor:
     """HSV to RGB for ``(..., 3, H, W)`` float images with channels in [0, 1]."""
     h, s, v = images.unbind(dim=-3)
@@ -117,11 +128,7 @@ def hsv_to_rgb(images: torch.Tensor) -> torch.Tensor:
     t = (v * (1.0 - s * (1.0 - frac))).clamp(0.0, 1.0)
     # For each of the six hue sectors, which of (v, q, p, t) goes to R, G and B.
     candidates = torch.stack((v, q, p, t), dim=-3)  # (..., 4, H, W)
-    table = torch.tensor(
-        [[0, 3, 2], [1, 0, 2], [2, 0, 3], [2, 1, 0], [3, 2, 0], [0, 2, 1]],
-        device=images.device,
-    )
-    index = table[sector].movedim(-1, -3)  # (..., 3, H, W)
+    index = _sector_table(images.device)[sector].movedim(-1, -3)  # (..., 3, H, W)
     return candidates.gather(-3, index)
 
 
