@@ -37,7 +37,7 @@ def test_make_shapes_is_balanced_and_labelled():
     assert set(s.label_names) == set(SHAPE_NAMES)
     counts = np.bincount(s.label_codes)
     assert counts.max() - counts.min() <= 1
-    assert list(s.metadata.columns) == ["x", "y", "radius", "rotation", "foreground", "background"]
+    assert list(s.metadata.columns) == ["centre_x", "centre_y", "radius", "rotation", "foreground", "background"]
     assert len(s.metadata) == 601
 
 
@@ -54,7 +54,7 @@ def test_make_shapes_is_deterministic():
 def test_make_shapes_draws_the_named_shape():
     s = make_shapes(600, image_size=32, random_state=1)
     meta = s.metadata
-    centre = s.images[np.arange(len(s)), meta["y"].astype(int), meta["x"].astype(int)].astype(int)
+    centre = s.images[np.arange(len(s)), meta["centre_y"].astype(int), meta["centre_x"].astype(int)].astype(int)
     foreground = np.array([[int(h[i:i + 2], 16) for i in (1, 3, 5)] for h in meta["foreground"]])
     near_foreground = np.abs(centre - foreground).max(axis=1) < 30
     labels = np.asarray(s.labels)

@@ -68,7 +68,7 @@ def make_shapes(n_samples: int = 2000, image_size: int = 32,
     -------
     ImageSet
         uint8 images (n_samples, image_size, image_size, 3), shape-name labels and
-        metadata columns ``x``, ``y`` (centre, px), ``radius`` (px),
+        metadata columns ``centre_x``, ``centre_y`` (shape centre in the image, px), ``radius`` (px),
         ``rotation`` (degrees), ``foreground`` and ``background`` (``#rrggbb``).
     """
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
@@ -106,7 +106,7 @@ def make_shapes(n_samples: int = 2000, image_size: int = 32,
     images = np.rint(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)
 
     metadata = pd.DataFrame({
-        "x": cx, "y": cy, "radius": radius, "rotation": np.degrees(rotation),
+        "centre_x": cx, "centre_y": cy, "radius": radius, "rotation": np.degrees(rotation),
         "foreground": _hex(foreground), "background": _hex(background),
     })
     return ImageSet(images=images, labels=np.asarray(SHAPE_NAMES, dtype=object)[classes],
