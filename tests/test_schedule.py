@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from tsimcne_widgets.schedule import StagePlan, default_base_lr, plan_for_budget
+from tsimcne_widgets.schedule import StagePlan, default_base_lr
 
 
 @pytest.fixture
@@ -107,13 +107,3 @@ def test_out_of_range_step_raises(plan):
     with pytest.raises(ValueError, match="step_in_stage"):
         plan.lr_at(1, plan.stage_steps(1))
 
-
-def test_plan_for_budget_keeps_the_ratio_and_fits():
-    plan = plan_for_budget(600.0, n_images=1000, views_per_second=400.0, batch_size=128)
-    e1, e2, e3 = plan.epochs
-    assert e1 / e3 == pytest.approx(1000 / 450, rel=0.05)
-    seconds = (e1 + 0.35 * e2 + e3) * 2 * 1000 / 400.0
-    assert seconds == pytest.approx(600.0, rel=0.05)
-    tiny = plan_for_budget(0.01, n_images=1000, views_per_second=400.0)
-    assert tiny.epochs == (1, 1, 1)
-    assert math.isfinite(tiny.base_lr)

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
-__all__ = ["StagePlan", "default_base_lr", "plan_for_budget", "DEFAULT_EPOCHS"]
+__all__ = ["StagePlan", "default_base_lr", "DEFAULT_EPOCHS"]
 
 DEFAULT_EPOCHS = (1000, 50, 450)
 _DEFAULT_LR_FACTORS = (1.0, 1.0, 1.0 / 1000.0)
@@ -240,59 +240,3 @@ class StagePlan:
     def with_steps_per_epoch(self, steps_per_epoch: int) -> "StagePlan":
         """A copy with another number of steps per epoch (e.g. after data changes)."""
         return replace(self, steps_per_epoch=steps_per_epoch)
-
-
-def plan_for_budget(
-    time_budget: float,
-    n_images: int,
-    views_per_second: float,
-    batch_size: int = 512,
-    *,
-    stage_ratio: Sequence[float] = DEFAULT_EPOCHS,
-    frozen_stage_cost: float = 0.35,
-    drop_last: bool = True,
-    **kwargs,
-) -> StagePlan:
-    """Choose epochs per stage that fit a time budget, keeping the stage ratio.
-
-    Parameters
-    ----------
-    time_budget : float
-        Seconds of training available.
-    n_images : int
-        Images in the training set.
-    views_per_second : float
-        Measured training throughput (augmented views through forward and backward
-        per second) on the target device.
-    batch_size : int
-        Requested images per step.
-    stage_ratio : sequence of float
-        Relative stage lengths (default 1000 : 50 : 450); its length sets the stages.
-    frozen_stage_cost : float
-        Cost of a stage-2 epoch (frozen backbone: no backbone backward pass) relative
-        to a full epoch.
-    drop_last : bool
-        Passed to :meth:`StagePlan.from_total_epochs`.
-    **kwargs
-        ``base_lr``, ``lr_factors``, ``warmup_epochs``.
-
-    Returns
-    -------
-    StagePlan
-        Every stage gets at least one epoch, so a tiny budget may be exceeded.
-    """
-    if not time_budget > 0:
-        raise ValueError(f"time_budget must be positive seconds, got {time_budget!r}")
-    if not views_per_second > 0:
-        raise ValueError(f"views_per_second must be positive, got {views_per_second!r}")
-    ratio = tuple(float(r) for r in stage_ratio)
-    if not 1 <= len(ratio) <= 3 or any(r <= 0 for r in ratio):
-        raise ValueError(f"stage_ratio needs 1 to 3 positive numbers, got {stage_ratio!r}")
-    seconds_per_epoch = 2 * int(n_images) / float(views_per_second)
-    stage_costs = [frozen_stage_cost if i == 1 else 1.0 for i in range(len(ratio))]
-    weighted = sum(r * c for r, c in zip(ratio, stage_costs))
-    scale = time_budget / (seconds_per_epoch * weighted)
-    epochs = tuple(max(1, int(round(r * scale))) for r in ratio)
-    return StagePlan.from_total_epochs(
-        epochs, n_images, batch_size, drop_last=drop_last, **kwargs
-    )
