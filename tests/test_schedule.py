@@ -1,6 +1,5 @@
 """Tests for the per-stage learning-rate schedule."""
 
-import math
 
 import pytest
 
