@@ -284,6 +284,49 @@ def test_gallery_caps_at_64_and_resamples(explorer):
     assert set(gallery.shown) <= set(range(80))
 
 
+def test_gallery_pages_through_the_whole_selection_in_order(explorer):
+    explorer.select(np.arange(N))  # 96 images: pages of 64 and 32
+    gallery = explorer.gallery
+    assert gallery.n_pages == 2
+    gallery.show_page(0)
+    assert gallery.previous_button.disabled and not gallery.next_button.disabled
+    seen = gallery.shown.tolist()
+    assert "page 1 of 2" in gallery.caption.value
+    gallery.next_button.click()
+    seen += gallery.shown.tolist()
+    assert "page 2 of 2" in gallery.caption.value and gallery.next_button.disabled
+    assert seen == list(range(N))
+    gallery.show_page(99)  # clipped, not an error
+    assert gallery.page == 1 and gallery.shown.tolist() == list(range(64, N))
+
+
+def test_select_by_tag_and_tags_saved_beside_the_data_restore(explorer, image_set, tmp_path):
+    explorer.select([3, 4, 5]).tag("blurry")
+    explorer.select([7]).tag("keep")
+    path = explorer.save_tags(tmp_path / "tags.csv")
+    fresh = Explorer(image_set, **TINY).set_embedding(grid_map())
+    fresh.tag("old", [0])
+    fresh.load_tags(path)
+    assert sorted(fresh.tag_store.names) == ["blurry", "keep"]
+    assert fresh.select_tag("blurry").selection.tolist() == [3, 4, 5]
+    assert fresh.select_tag("keep", mode="add").selection.tolist() == [3, 4, 5, 7]
+    fresh.tag("old", [0]).load_tags(path, merge=True)
+    assert sorted(fresh.tag_store.names) == ["blurry", "keep", "old"]
+    with pytest.raises(ValueError, match="no tag named 'nope'"):
+        fresh.select_tag("nope")
+
+
+def test_suggestions_become_the_selection(image_set):
+    xy = grid_map()
+    xy[10] = (500.0, 500.0)  # far from everything
+    ex = Explorer(image_set, **TINY).set_embedding(xy)
+    assert 10 in ex.suggest_outliers(top=1) and ex.selection.tolist() == [10]
+    groups = ex.suggest_duplicates()
+    assert ex.selection.size == sum(len(g) for g in groups)
+    with pytest.raises(ValueError, match="no map yet"):
+        Explorer(image_set, **TINY).suggest_outliers()
+
+
 def test_selection_and_tags_work_before_training(image_set, tmp_path):
     ex = Explorer(image_set, **TINY)
     assert ex._on_lasso([0, 1, 1], [0, 0, 1]) == 0

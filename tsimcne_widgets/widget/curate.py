@@ -136,6 +136,57 @@ class CurationMixin:
             '<span style="font:12px sans-serif">tags: ' + html.escape(", ".join(parts))
             + "</span>" if parts else "")
 
+    def select_tag(self, name: str, mode: str = "replace") -> "Explorer":
+        """Select the images of tag ``name`` (``mode``: replace, add, subtract, intersect)."""
+        if name not in self.tag_store.names:
+            known = ", ".join(map(repr, self.tag_store.names)) or "none yet"
+            raise ValueError(f"no tag named {name!r}; tags: {known}")
+        return self.select(self.tag_store.indices(name), mode=mode)
+
+    def save_tags(self, path, overwrite: bool = True) -> Path:
+        """Write the tags to ``path`` (.csv or .parquet) atomically, e.g. beside the data."""
+        return self.tag_store.save(path, overwrite=overwrite)
+
+    def load_tags(self, path, merge: bool = False) -> "Explorer":
+        """Restore tags saved by :meth:`save_tags`; ``merge`` keeps the current ones too."""
+        from ..curation import TagStore
+
+        loaded = TagStore.load(path, self.n)  # validates names and indices before anything changes
+        if not merge:
+            self.tag_store.clear()
+        for name in loaded.names:
+            self.tag_store.add(name, loaded.indices(name))
+        return self
+
+    def suggest_outliers(self, k: int = 15, top: int | None = None,
+                         min_score: float = 3.0) -> np.ndarray:
+        """Select points far from their map neighbours, most isolated first, for inspection."""
+        from ..curation import suggest_outliers
+
+        found = suggest_outliers(self._require_map("suggest_outliers"), k=k, top=top,
+                                 min_score=min_score)
+        self.select(found)
+        return found
+
+    def suggest_duplicates(self, **kwargs) -> list[np.ndarray]:
+        """Select near-duplicates: almost coincident on the map and close in pixels.
+
+        Keyword arguments go to :func:`tsimcne_widgets.curation.suggest_duplicates`.
+        Returns the groups; the selection becomes their union.
+        """
+        from ..curation import suggest_duplicates
+
+        groups = suggest_duplicates(self._require_map("suggest_duplicates"),
+                                    self.image_set.images, **kwargs)
+        self.select(np.concatenate(groups) if groups else np.empty(0, dtype=np.int64))
+        return groups
+
+    def _require_map(self, what: str) -> np.ndarray:
+        xy = self.embedding
+        if xy is None:
+            raise ValueError(f"there is no map yet: train (start()/wait()) before {what}")
+        return xy
+
     def _require_selection(self) -> None:
         if len(self.selection) == 0:
             raise ValueError("nothing selected: lasso some points (or call select()) first")

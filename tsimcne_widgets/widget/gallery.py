@@ -1,4 +1,4 @@
-"""Gallery of the selected images: up to 64 crisp thumbnails in a grid."""
+"""Gallery of the selected images: pages of up to 64 crisp thumbnails in a grid."""
 
 from __future__ import annotations
 
@@ -41,12 +41,36 @@ class Gallery:
                                               layout=widgets.Layout(width="120px"),
                                               tooltip="Show another random sample")
         self.resample_button.on_click(lambda _: self.resample())
+        self.previous_button = widgets.Button(icon="chevron-left", tooltip="Previous page",
+                                              layout=widgets.Layout(width="36px"))
+        self.next_button = widgets.Button(icon="chevron-right", tooltip="Next page",
+                                          layout=widgets.Layout(width="36px"))
+        self.previous_button.on_click(lambda _: self.show_page(self.page - 1))
+        self.next_button.on_click(lambda _: self.show_page(self.page + 1))
+        self.page = 0
         self.caption = widgets.HTML("")
-        self.widget = widgets.VBox([widgets.HBox([self.caption, self.resample_button]), self.html])
+        self.widget = widgets.VBox([
+            widgets.HBox([self.caption, self.previous_button, self.next_button,
+                          self.resample_button]),
+            self.html,
+        ])
+
+    @property
+    def n_pages(self) -> int:
+        """Pages of ``max_images`` the selection fills (at least 1)."""
+        return max(1, -(-self.selection.size // self.max_images))
+
+    def show_page(self, page: int) -> None:
+        """Show page ``page`` (0-based, clipped) of the selection in index order."""
+        self.page = int(np.clip(page, 0, self.n_pages - 1))
+        start = self.page * self.max_images
+        self._render(self.selection[start:start + self.max_images],
+                     f"page {self.page + 1} of {self.n_pages} · ")
 
     def show(self, selection) -> None:
         """Show a sample of ``selection`` (indices)."""
         self.selection = np.asarray(selection, dtype=np.int64)
+        self.page = 0
         self.resample()
 
     def resample(self) -> None:
@@ -54,14 +78,20 @@ class Gallery:
         chosen = self.selection
         if chosen.size > self.max_images:
             chosen = np.sort(self._rng.choice(chosen, size=self.max_images, replace=False))
+        self._render(chosen, "random sample · " if chosen.size < self.selection.size else "")
+
+    def _render(self, chosen: np.ndarray, prefix: str) -> None:
         self.shown = chosen
-        self.resample_button.disabled = self.selection.size <= self.max_images
+        paged = self.selection.size > self.max_images
+        self.resample_button.disabled = not paged
+        self.previous_button.disabled = not paged or self.page == 0
+        self.next_button.disabled = not paged or self.page >= self.n_pages - 1
         if chosen.size == 0:
             self.caption.value = ""
             self.html.value = ""
             return
         self.caption.value = (
-            f'<span style="font:12px sans-serif">showing {chosen.size} of '
+            f'<span style="font:12px sans-serif">{prefix}showing {chosen.size} of '
             f"{self.selection.size} selected</span>"
         )
         cells = []
