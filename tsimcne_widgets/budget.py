@@ -17,14 +17,11 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from .augment import Augmenter
 from .runtime import resolve_device
-from .schedule import DEFAULT_EPOCHS, StagePlan, default_base_lr
+from .schedule import DEFAULT_EPOCHS, StagePlan
 
 __all__ = [
     "BudgetChoice",
-    "Recipe",
-    "budget_recipe",
     "TimeBudget",
     "plan_for_budget",
     "time_training_steps",
@@ -48,32 +45,12 @@ _TIMED_STEPS = _WARMUP_STEPS + _MEASURED_STEPS
 
 
 class BudgetChoice(NamedTuple):
-    """What :func:`plan_for_budget` chose.
-
-    ``stage_ratio`` and ``max_epochs`` are the split and caps the plan was made with
-    (for :meth:`time_budget`); ``augment`` holds :class:`~tsimcne_widgets.augment.Augmenter`
-    keyword arguments that differ from its defaults (for :meth:`augmenter`).
-    """
+    """What :func:`plan_for_budget` chose."""
 
     backbone: str
     width: int | None
     plan: StagePlan
     image_size: tuple[int, int]
-    stage_ratio: tuple[float, ...] = DEFAULT_EPOCHS
-    max_epochs: tuple[int, ...] = DEFAULT_EPOCHS
-    augment: dict | None = None
-
-    def time_budget(self, seconds: float) -> "TimeBudget":
-        """A :class:`TimeBudget` of ``seconds`` that re-fits with this choice's split."""
-        return TimeBudget(
-            float(seconds),
-            stage_ratio=tuple(self.stage_ratio),
-            max_epochs=tuple(self.max_epochs),
-        )
-
-    def augmenter(self) -> Augmenter:
-        """The :class:`~tsimcne_widgets.augment.Augmenter` to train with."""
-        return Augmenter(self.image_size, **(self.augment or {}))
 
 
 def _relative_cost(backbone: str, width: int) -> float:
@@ -103,107 +80,6 @@ def _equivalent_epochs(epochs: Sequence[int]) -> float:
     return sum(e * (STAGE2_COST if i == 1 else 1.0) for i, e in enumerate(epochs))
 
 
-# ---------------------------------------------------------------------- short runs
-# The paper's schedule (1000 / 50 / 450 epochs, stage-3 lr = lr / 1000) assumes many
-# hours.  Scaled down proportionally to a few CPU minutes it gives poor maps (SPEC §2:
-# 0.74 kNN on digits).  Measured on digits (benchmarks/README.md, "Short-run recipe"),
-# epoch-based so that machine load does not blur the comparison, kNN of the 2-D map:
-#
-# * Stage 3 is what a short run lacks, and its learning rate is the main lever.  At
-#   100 / 10 / 40 epochs: lr3 = lr/1000 -> 0.88-0.91, lr/100 -> 0.91, lr/20 -> 0.93,
-#   lr/10 -> 0.94, lr/6.7 -> 0.92, lr/3.3 -> 0.60, lr -> 0.50.  The fresh 2-D layer has
-#   N(0, 1) weights, ~30x a normally initialised layer, so the gradients it sends into
-#   the backbone are ~30x larger: that is why the paper divides by 1000, and why a
-#   factor above ~1/10 tears the backbone apart (a cliff, so we stay at 1/10).
-# * Stage 2 is not the bottleneck: 70 or 1000 optimiser steps on the new layer give
-#   the same map (0.884 / 0.882) once stage 3 has the right lr.
-# * Stage 1 should keep most of the budget: 100 / 10 / 40 -> 0.944, 60 / 10 / 80 ->
-#   0.900 (the 128-D map after 60 epochs is worse: 0.930 vs 0.949).
-# * A twice larger stage-1 lr learns faster in short runs: 0.06 instead of 0.03 at
-#   batch 256 -> 128-D 0.959, 2-D 0.949; 0.12 -> 0.950 / 0.943.
-#
-# Between SHORT_RUN_EPOCHS and LONG_RUN_EPOCHS of training (in full-cost epochs) the
-# recipe moves geometrically from the short-run values to the paper's, so a budget
-# that affords the paper's schedule gets exactly the paper's schedule.
-
-#: Full-cost epochs of the paper's schedule: 1000 + 50 * STAGE2_COST + 450.
-LONG_RUN_EPOCHS = 1000 + 50 * STAGE2_COST + 450
-#: Up to this many full-cost epochs the short-run recipe applies unchanged.
-SHORT_RUN_EPOCHS = 150.0
-#: Stage split of short runs (epochs per stage, relative).
-SHORT_RUN_RATIO = (100.0, 10.0, 40.0)
-#: Stage-1 learning rate of short runs relative to 0.03 * batch / 256.
-SHORT_RUN_LR_SCALE = 2.0
-#: Stage-3 learning rate of short runs relative to stage 1 (the paper: 1/1000).
-SHORT_RUN_STAGE3_FACTOR = 0.1
-#: On a CPU a smaller batch gives more optimiser steps in the same time (a CPU step
-#: costs about the same per view at any batch size); 256 images is still 510
-#: negatives per view.
-CPU_BATCH_SIZE = 256
-
-
-class Recipe(NamedTuple):
-    """Training settings for a given amount of training (see :func:`budget_recipe`)."""
-
-    stage_ratio: tuple[float, ...]
-    lr_scale: float
-    lr_factors: tuple[float, ...]
-    augment: dict
-
-
-def _progress(equivalent_epochs: float) -> float:
-    # 0 for short runs, 1 for the paper's schedule, log-linear in between.
-    if equivalent_epochs <= SHORT_RUN_EPOCHS:
-        return 0.0
-    if equivalent_epochs >= LONG_RUN_EPOCHS:
-        return 1.0
-    return math.log(equivalent_epochs / SHORT_RUN_EPOCHS) / math.log(
-        LONG_RUN_EPOCHS / SHORT_RUN_EPOCHS
-    )
-
-
-def _geometric(short: float, long: float, t: float) -> float:
-    return short * (long / short) ** t
-
-
-def budget_recipe(equivalent_epochs: float, image_size: tuple[int, int] = (32, 32)) -> Recipe:
-    """Stage split, learning rates and augmentations for a run of a given length.
-
-    Parameters
-    ----------
-    equivalent_epochs : float
-        Full-cost epochs the budget affords (stage-2 epochs count
-        :data:`STAGE2_COST`).
-    image_size : (int, int)
-        Training resolution.
-
-    Returns
-    -------
-    Recipe
-        ``stage_ratio`` (relative epochs per stage), ``lr_scale`` (stage-1 lr relative
-        to ``0.03 * batch / 256``), ``lr_factors`` (per-stage lr relative to stage 1)
-        and ``augment`` (keyword arguments for :class:`~tsimcne_widgets.augment.Augmenter`;
-        empty means its defaults).  At :data:`LONG_RUN_EPOCHS` and above this is
-        exactly the paper's schedule.
-    """
-    t = _progress(float(equivalent_epochs))
-    paper = tuple(float(e) for e in DEFAULT_EPOCHS)
-    short_share = [r / sum(SHORT_RUN_RATIO) for r in SHORT_RUN_RATIO]
-    paper_share = [r / sum(paper) for r in paper]
-    ratio = tuple(
-        paper[i] if t >= 1.0 else s + (p - s) * t
-        for i, (s, p) in enumerate(zip(short_share, paper_share))
-    )
-    stage3 = _geometric(SHORT_RUN_STAGE3_FACTOR, 1.0 / 1000.0, t)
-    augment: dict = {}
-    return Recipe(
-        stage_ratio=ratio,
-        lr_scale=_geometric(SHORT_RUN_LR_SCALE, 1.0, t),
-        lr_factors=(1.0, 1.0, 1.0 / 1000.0 if t >= 1.0 else stage3),
-        augment=augment,
-    )
-
-
 @dataclass(frozen=True)
 class TimeBudget:
     """Seconds a :class:`~tsimcne_widgets.trainer.Trainer` may use, for re-fitting its plan.
@@ -217,21 +93,17 @@ class TimeBudget:
     seconds : float
         Seconds for training and maps, counted from the trainer's start.
     stage_ratio : sequence of float
-        Relative stage lengths, also the most epochs per stage unless ``max_epochs``
-        is given.
+        Relative stage lengths, also the most epochs per stage.
     min_epochs : sequence of int
         Floor per stage.
     overhead_fraction : float
         Share kept for maps and checkpoints.
-    max_epochs : sequence of int, optional
-        Most epochs per stage (default: ``stage_ratio`` rounded).
     """
 
     seconds: float
     stage_ratio: tuple[float, ...] = DEFAULT_EPOCHS
     min_epochs: tuple[int, ...] = (1, 3, 3)
     overhead_fraction: float = 0.1
-    max_epochs: tuple[int, ...] | None = None
 
     def refit(
         self, plan: StagePlan, epochs_done: int, seconds_used: float, seconds_per_epoch: float
@@ -249,7 +121,7 @@ class TimeBudget:
         """
         seconds_left = self.seconds * (1.0 - self.overhead_fraction) - seconds_used
         ratio = tuple(float(r) for r in self.stage_ratio[: plan.n_stages])
-        max_epochs = tuple(int(round(r)) for r in (self.max_epochs or ratio))
+        max_epochs = tuple(int(round(r)) for r in ratio)
         epochs = list(
             _budget_epochs(
                 seconds_left + epochs_done * seconds_per_epoch,
@@ -312,14 +184,10 @@ def plan_for_budget(
     device : str or torch.device
         Where training will run; the measurement runs there too.
     batch_size : int
-        Images per step (capped at ``n_images``, and at :data:`CPU_BATCH_SIZE` on a
-        CPU).
+        Images per step (capped at ``n_images``).
     stage_ratio : sequence of float
-        The largest epochs per stage (default 1000, 50, 450): a generous budget never
-        trains longer than this.  With the default, the split, learning rates and
-        augmentations follow :func:`budget_recipe` (short runs spend relatively more
-        on stage 3, with a larger stage-3 learning rate); any other value is kept as
-        the split, with the paper's learning rates.
+        Relative stage lengths and the largest epochs per stage (default 1000, 50, 450):
+        a generous budget never trains longer than this.
     candidates : sequence of (str, int)
         Backbones and widths, cheapest first.
     target_epochs : float
@@ -335,8 +203,7 @@ def plan_for_budget(
         Images larger than this train at ``max_side`` pixels when even the cheapest
         candidate misses ``target_epochs`` at the native size.
     learning_rate : float, optional
-        Stage-1 learning rate of the plan (default ``0.03 * batch / 256``, scaled by
-        the recipe's ``lr_scale``).
+        Stage-1 learning rate of the plan (default ``0.03 * batch_size / 256``).
     hidden_dim : int
         Width of the head's hidden layer.
     num_threads : int, optional
@@ -347,7 +214,7 @@ def plan_for_budget(
     Returns
     -------
     BudgetChoice
-        ``(backbone, width, plan, image_size, stage_ratio, max_epochs, augment)``.
+        ``(backbone, width, plan, image_size)``.
     """
     if not (isinstance(time_budget, (int, float)) and time_budget > 0):
         raise ValueError(f"time_budget must be a positive number of seconds, got {time_budget!r}")
@@ -357,8 +224,6 @@ def plan_for_budget(
     device = resolve_device(device)
     native = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     batch = min(int(batch_size), int(n_images))
-    if device.type == "cpu":
-        batch = min(batch, CPU_BATCH_SIZE)
     steps_per_epoch = int(n_images) // batch
     stage_ratio = tuple(float(r) for r in stage_ratio)
     max_epochs = tuple(int(round(r)) for r in stage_ratio)
@@ -408,33 +273,17 @@ def plan_for_budget(
         if _equivalent_epochs(epochs_for(step_time)) < target_epochs:
             break
         chosen, chosen_time = candidate, step_time
-    seconds_per_epoch = chosen_time * (batch / measure_batch) * steps_per_epoch
-    if stage_ratio == tuple(float(e) for e in DEFAULT_EPOCHS):
-        recipe = budget_recipe(seconds_left() / seconds_per_epoch, resolution)
-    else:  # the caller chose the split: keep it, and the paper's learning rates
-        recipe = Recipe(stage_ratio, 1.0, (1.0, 1.0, 1.0 / 1000.0), {})
-    epochs = _budget_epochs(
-        seconds_left(), seconds_per_epoch, recipe.stage_ratio, max_epochs, min_epochs
-    )[: len(stage_ratio)]
-    base_lr = learning_rate if learning_rate is not None else (
-        default_base_lr(batch) * recipe.lr_scale
-    )
+    epochs = epochs_for(chosen_time)[: len(stage_ratio)]
     plan = StagePlan.from_total_epochs(
-        epochs, n_images, batch, base_lr=base_lr, lr_factors=recipe.lr_factors,
-        warmup_epochs=_warmup(epochs) + (0,) * 3,
+        epochs, n_images, batch, base_lr=learning_rate, warmup_epochs=_warmup(epochs) + (0,) * 3
     )
     if verbose:
         for candidate, seconds in measured.items():
             views_per_second = measure_batch * 2 / seconds
             print(f"  {_describe(candidate)}: {views_per_second:.0f} views/s at {resolution}")
-        print(f"  budget plan: {_describe(chosen)}, epochs {epochs}, resolution {resolution}, "
-              f"batch {batch}, lr {plan.base_lr:.3g} (stage 3 x{plan.lr_factors[-1]:.3g})")
+        print(f"  budget plan: {_describe(chosen)}, epochs {epochs}, resolution {resolution}")
     width = None if chosen[1] is None else int(chosen[1])
-    return BudgetChoice(
-        chosen[0], width, plan, resolution,
-        stage_ratio=tuple(recipe.stage_ratio), max_epochs=max_epochs,
-        augment=dict(recipe.augment),
-    )
+    return BudgetChoice(chosen[0], width, plan, resolution)
 
 
 def _describe(candidate) -> str:

@@ -186,9 +186,9 @@ class TSimCNE(BaseEstimator):
         if isinstance(backbone, str):
             build_backbone(backbone, width if width is not None else 1)
         batch_size = self._check_training_set(images)
-        resolution = time_budget = augmenter = None
+        resolution = time_budget = None
         if self.time_budget is not None:
-            from .budget import plan_for_budget
+            from .budget import TimeBudget, plan_for_budget
 
             started = time.perf_counter()
             kwargs = dict(stage_ratio=epochs, learning_rate=self.learning_rate,
@@ -203,8 +203,7 @@ class TSimCNE(BaseEstimator):
                 backbone, width = choice.backbone, choice.width
             plan, resolution = choice.plan, choice.image_size
             seconds_left = self.time_budget - (time.perf_counter() - started)
-            time_budget = choice.time_budget(seconds_left)
-            augmenter = choice.augmenter()
+            time_budget = TimeBudget(seconds_left, stage_ratio=epochs)
         else:
             plan = StagePlan.from_total_epochs(
                 epochs, len(images), batch_size, base_lr=self.learning_rate
@@ -218,7 +217,6 @@ class TSimCNE(BaseEstimator):
             projection_dim=self.projection_dim,
             out_dim=self.out_dim,
             image_size=resolution,
-            augmenter=augmenter,
             device=device,
             random_state=self.random_state,
             callbacks=callbacks,
