@@ -88,6 +88,22 @@ def epochs_done(explorer: Explorer) -> int:
     return -1 if snapshot is None else snapshot.total_epoch
 
 
+class SlowHandOver:
+    """Holds every Trainer between being built and starting to run, so that a test can
+    press buttons in that window (normally microseconds long)."""
+
+    def __init__(self, monkeypatch):
+        self.reached, self.release = threading.Event(), threading.Event()
+        run = Trainer.run
+
+        def held_run(trainer):
+            self.reached.set()
+            self.release.wait(timeout=60)
+            return run(trainer)
+
+        monkeypatch.setattr(Trainer, "run", held_run)
+
+
 def grid_map(n: int) -> np.ndarray:
     """A fixed map: ``n`` points on a unit grid."""
     side = int(np.ceil(np.sqrt(n)))
@@ -278,16 +294,22 @@ def test_stop_during_a_stage_change(images, tmp_path, monkeypatch):
     assert not final.provisional and np.isfinite(loaded.embedding).all()
 
 
-def test_start_twice(images):
+def test_start_twice(images, monkeypatch):
+    hand_over = SlowHandOver(monkeypatch)
     explorer = Explorer(images, total_epochs=(200, 1, 1), **TINY)
     explorer.start()
     first_run = explorer.training._thread
-    wait_for(lambda: explorer.training.trainer is not None)
+    refusal = "training is already running; press Stop before starting again"
+    # Second Starts while the network is built, as the trainer is handed over, and while
+    # it runs: all refused with a message; the first run goes on alone.
+    explorer.start()
+    assert hand_over.reached.wait(timeout=60)
     trainer = explorer.training.trainer
-    explorer.start()  # a second Start: refused with a message, the run goes on
     explorer.controls.start.click()
-    assert [text for kind, text in explorer.messages if kind == "warning"][-2:] == [
-        "training is already running; press Stop before starting again"] * 2
+    hand_over.release.set()
+    wait_for(lambda: epochs_done(explorer) >= 1)
+    explorer.start()
+    assert [text for kind, text in explorer.messages if kind == "warning"] == [refusal] * 3
     assert explorer.training._thread is first_run and explorer.training.trainer is trainer
     assert len(live_training_threads()) == 1 and explorer.state == "running"
     explorer.stop()
@@ -315,9 +337,18 @@ def test_start_twice(images):
     assert not live_training_threads()
 
 
-def test_start_after_stop(images):
+def test_start_after_stop(images, monkeypatch):
+    hand_over = SlowHandOver(monkeypatch)
     explorer = Explorer(images, total_epochs=(60, 1, 1), **TINY)
+    # Stop pressed right after Start, before the first step: a clean stop, not a failure.
     explorer.start()
+    assert hand_over.reached.wait(timeout=60)
+    explorer.stop()
+    hand_over.release.set()
+    assert explorer.wait(timeout=60) and explorer.state == "stopped", explorer.messages
+    assert not [text for kind, text in explorer.messages if kind == "error"]
+
+    explorer.start()  # Start after that Stop, then Stop during training
     wait_for(lambda: epochs_done(explorer) >= 1)
     explorer.stop()
     assert explorer.wait(timeout=60) and explorer.state == "stopped"

@@ -129,7 +129,11 @@ class TrainingSession:
         if phase == "starting":
             return "stopping" if self._stop_early.is_set() else "starting"
         if trainer is not None:
-            return trainer.state
+            state = trainer.state
+            if state == "idle" and phase == "running":
+                # Handed over but not started yet: still starting (Start refused, Stop counts).
+                return "stopping" if self._stop_early.is_set() else "starting"
+            return state
         if self.error is not None:
             return "failed"
         return self.restored_state or phase
@@ -219,7 +223,14 @@ class TrainingSession:
             if self._stop_early.is_set():
                 trainer.stop()
             else:
-                trainer.run()
+                try:
+                    trainer.run()
+                except RuntimeError:
+                    # A Stop between the check above and run() stopped the idle trainer,
+                    # so run() refused to start: that is a clean stop, not a failure.
+                    if not (self._stop_early.is_set() and trainer.state == "stopped"
+                            and trainer.error is None):
+                        raise
         except BaseException as error:  # noqa: BLE001 - shown in the widget
             failure = error
         finally:
