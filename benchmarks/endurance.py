@@ -271,7 +271,7 @@ def report(args, training: dict | None, storm: dict | None, seconds: float) -> s
                   "",
                   f"make_shapes({args.n}, {args.size}×{args.size}), ResNet-10 width "
                   f"{args.width}, batch {args.batch}, device {device}; replay bound "
-                  f"{args.replay_mb} MB.  {len(training['runs'])} runs back to back in one "
+                  f"{args.replay_mb} MB.  {len(training['runs'])} run{'s' * (len(training['runs']) != 1)} back to back in one "
                   f"Explorer (a 5-epoch run to measure the speed, then runs of the epochs "
                   f"that fill the time left): {epochs} epochs in all, "
                   f"{s[-1]['applied']} snapshots applied on the event loop, "
