@@ -198,3 +198,20 @@ def test_real_cifar10_jpegs_load_as_a_labelled_folder(tmp_path):
     assert s.images.shape == (8, 32, 32, 3)
     assert list(s.labels) == ["airplane"] * 4 + ["automobile"] * 4
     assert s.skipped == () and s.images.std() > 10
+
+
+def test_make_shapes_separates_by_lightness_not_by_colour():
+    # Saturated colours survive every augmentation and let a contrastive network tell
+    # images apart without the shape; the set keeps tints faint and puts the contrast
+    # between shape and background into lightness, either way round.
+    meta = make_shapes(600, random_state=2).metadata
+
+    def rgb(column):
+        return np.array([[int(h[i:i + 2], 16) for i in (1, 3, 5)] for h in meta[column]]) / 255
+
+    foreground, background = rgb("foreground"), rgb("background")
+    assert np.abs(foreground.mean(1) - background.mean(1)).min() > 0.25
+    light_on_dark = (foreground.mean(1) > background.mean(1)).mean()
+    assert 0.4 < light_on_dark < 0.6
+    for colour in (foreground, background):
+        assert (colour.max(1) - colour.min(1)).max() < 0.3  # faint tints only

@@ -128,7 +128,7 @@ def test_plan_for_budget_scales_epochs_with_the_budget():
     capped = plan_for_budget(1e6, 64, 8, "cpu", 32, candidates=[("resnet10", 8)], num_threads=1)
     assert capped.plan.epochs == (1000, 50, 450)  # never longer than the paper
     big = plan_for_budget(1e-3, 64, 64, "cpu", 32, candidates=[("resnet10", 8)], num_threads=1)
-    assert big.image_size == (32, 32)  # too slow at full size: train smaller
+    assert big.image_size == (16, 16)  # too slow at full size: train smaller (CPU_MAX_SIDE)
 
 
 # ---------------------------------------------------------------------- bad input
@@ -198,7 +198,7 @@ def test_time_budget_refit_matches_the_measured_speed():
     assert (refitted.batch_size, refitted.steps_per_epoch, refitted.base_lr) == (32, 2, plan.base_lr)
     assert budget.refit(refitted, 2, 2.0, 1.0) is None  # already on time
     slow = budget.refit(plan, epochs_done=2, seconds_used=80.0, seconds_per_epoch=40.0)
-    assert slow.epochs == (3, 3, 3)  # at least one more epoch, the floors after
+    assert slow.epochs == (3, 1, 1)  # at least one more epoch, the floors after
 
 
 def test_trainer_refits_its_plan_to_the_time_budget(digits64):
@@ -210,5 +210,30 @@ def test_trainer_refits_its_plan_to_the_time_budget(digits64):
     options = {k: v for k, v in TINY.items() if k != "batch_size"}
     trainer = Trainer(digits64, plan, **options, time_budget=TimeBudget(0.01))
     trainer.run()
-    assert trainer.plan.epochs == (3, 3, 3)  # far over budget: cut to the floors
-    assert trainer.total_epoch == 9 and trainer.step == trainer.plan.total_steps
+    assert trainer.plan.epochs == (3, 1, 1)  # far over budget: cut to the floors
+    assert trainer.total_epoch == 5 and trainer.step == trainer.plan.total_steps
+
+
+def test_augmentation_reaches_the_trainer(digits64):
+    estimator = TSimCNE(total_epochs=(1,), augmentation={"crop_scale": (0.5, 1.0), "flip_p": 0.0},
+                        **TINY).fit(digits64)
+    augmenter = estimator.trainer_.augmenter
+    assert augmenter.crop_scale == (0.5, 1.0) and augmenter.flip_p == 0.0
+    assert augmenter.grayscale_p == 0.2  # the rest stays the paper's
+
+
+def test_augmentation_also_applies_under_a_time_budget(digits64):
+    options = {k: v for k, v in TINY.items() if k not in ("total_epochs",)}
+    estimator = TSimCNE(time_budget=3, augmentation={"crop_scale": (0.6, 1.0)},
+                        **options).fit(digits64)
+    assert estimator.trainer_.augmenter.crop_scale == (0.6, 1.0)
+
+
+@pytest.mark.parametrize("augmentation, error, pattern", [
+    ({"crop": (0.5, 1)}, ValueError, "unknown augmentation setting.*crop_scale"),
+    ({"crop_scale": (0.0, 1.0)}, ValueError, "crop_scale"),
+    ((0.5, 1.0), TypeError, "dict of Augmenter"),
+])
+def test_bad_augmentation_is_refused_before_training(digits64, augmentation, error, pattern):
+    with pytest.raises(error, match=pattern):
+        TSimCNE(total_epochs=(1,), augmentation=augmentation, **TINY).fit(digits64)

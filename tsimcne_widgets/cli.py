@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="shapes: pixel similarity misleads (default); digits: sklearn's 8x8")
     demo.add_argument("--n-samples", type=int, default=2000,
                       help="images for shapes (default 2000)")
-    demo.add_argument("--image-size", type=int, default=16, help="side of the shapes (default 16)")
+    demo.add_argument("--image-size", type=int, default=32,
+                      help="side of the shapes (default 32; a CPU trains on 16 px views of them)")
     demo.add_argument("--epochs", type=int, nargs="+", metavar="E",
                       help="epochs per stage instead of a budget (e.g. 100 10 40)")
     demo.add_argument("--backbone", default="resnet18", help="backbone (with --epochs)")
@@ -118,26 +119,28 @@ def _prepare_out(folder: Path) -> Path:
 
 
 def _run_demo(args) -> int:
-    from .datasets import load_digits, make_shapes
+    from .datasets import SHAPES_AUGMENTATION, load_digits, make_shapes
     from .estimator import TSimCNE
     from .evaluation import knn_accuracy, pixel_tsne
     from .render.picture import save_map_png
 
     out = _prepare_out(args.out)
+    augmentation = None
     if args.dataset == "shapes":
         images = make_shapes(
             n_samples=args.n_samples, image_size=args.image_size, random_state=args.seed
         )
+        augmentation = SHAPES_AUGMENTATION
     else:
         images = load_digits()
     height, width = images.image_size
     print(f"{args.dataset}: {len(images)} images of {height}x{width} px")
+    common = dict(device=args.device, random_state=args.seed, verbose=not args.quiet,
+                  augmentation=augmentation)
     if args.epochs:
-        estimator = TSimCNE(total_epochs=args.epochs, backbone=args.backbone, device=args.device,
-                            random_state=args.seed, verbose=not args.quiet)
+        estimator = TSimCNE(total_epochs=args.epochs, backbone=args.backbone, **common)
     else:
-        estimator = TSimCNE(time_budget=args.budget, device=args.device, random_state=args.seed,
-                            verbose=not args.quiet)
+        estimator = TSimCNE(time_budget=args.budget, **common)
     started = time.perf_counter()
     xy = _as_2d(estimator.fit_transform(images))
     seconds = time.perf_counter() - started

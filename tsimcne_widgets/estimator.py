@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import time
 import warnings
@@ -14,6 +15,7 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
+from .augment import Augmenter
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import ImageSet, load_images
 from .models import TSimCNENet, build_backbone
@@ -85,6 +87,11 @@ class TSimCNE(BaseEstimator):
         Show a progress bar.
     num_threads : int, optional
         CPU threads (see :class:`~tsimcne_widgets.trainer.Trainer`).
+    augmentation : dict, optional
+        Keyword arguments of :class:`~tsimcne_widgets.augment.Augmenter` that replace
+        the paper's augmentations, e.g. ``{"crop_scale": (0.5, 1.0)}`` for images
+        whose object is small: crops of a fifth of the image often miss it, and the
+        network then matches views by their background instead.
 
     Attributes
     ----------
@@ -120,6 +127,7 @@ class TSimCNE(BaseEstimator):
         compile: bool = False,
         verbose: bool = False,
         num_threads: int | None = None,
+        augmentation: dict | None = None,
     ):
         self.total_epochs = total_epochs
         self.batch_size = batch_size
@@ -137,6 +145,7 @@ class TSimCNE(BaseEstimator):
         self.compile = compile
         self.verbose = verbose
         self.num_threads = num_threads
+        self.augmentation = augmentation
 
     # ------------------------------------------------------------------ input checks
     def _load(self, X, y=None) -> ImageSet:
@@ -173,6 +182,24 @@ class TSimCNE(BaseEstimator):
             batch_size = n_images
         return batch_size
 
+    def _augmenter(self, size, recipe: dict | None) -> Augmenter:
+        """The recipe's augmentations, overridden by the user's ``augmentation``."""
+        options = dict(recipe or {})
+        if self.augmentation is not None:
+            if not isinstance(self.augmentation, dict):
+                raise TypeError(
+                    "augmentation must be a dict of Augmenter keyword arguments, e.g. "
+                    f"{{'crop_scale': (0.5, 1.0)}}, got {self.augmentation!r}"
+                )
+            known = set(inspect.signature(Augmenter).parameters) - {"out_size"}
+            unknown = sorted(set(self.augmentation) - known)
+            if unknown:
+                raise ValueError(
+                    f"unknown augmentation setting(s) {unknown}; choose from {sorted(known)}"
+                )
+            options.update(self.augmentation)
+        return Augmenter(size, **options)
+
     def _backbone_is_fixed(self) -> bool:
         named_width = isinstance(self.backbone, str) and "-w" in self.backbone
         return not isinstance(self.backbone, str) or named_width or self.backbone_width is not None
@@ -186,9 +213,12 @@ class TSimCNE(BaseEstimator):
         if isinstance(backbone, str):
             build_backbone(backbone, width if width is not None else 1)
         batch_size = self._check_training_set(images)
-        resolution = time_budget = None
+        # checked before any time is spent measuring
+        user_augmenter = None if self.augmentation is None else self._augmenter(images.image_size, {})
+        resolution = time_budget = augmenter = None
+        num_threads = self.num_threads
         if self.time_budget is not None:
-            from .budget import TimeBudget, plan_for_budget
+            from .budget import plan_for_budget
 
             started = time.perf_counter()
             kwargs = dict(stage_ratio=epochs, learning_rate=self.learning_rate,
@@ -203,11 +233,14 @@ class TSimCNE(BaseEstimator):
                 backbone, width = choice.backbone, choice.width
             plan, resolution = choice.plan, choice.image_size
             seconds_left = self.time_budget - (time.perf_counter() - started)
-            time_budget = TimeBudget(seconds_left, stage_ratio=epochs)
+            time_budget = choice.time_budget(seconds_left)
+            augmenter = self._augmenter(resolution, choice.augment)
+            num_threads = choice.num_threads
         else:
             plan = StagePlan.from_total_epochs(
                 epochs, len(images), batch_size, base_lr=self.learning_rate
             )
+            augmenter = user_augmenter
         return Trainer(
             images,
             plan,
@@ -217,13 +250,14 @@ class TSimCNE(BaseEstimator):
             projection_dim=self.projection_dim,
             out_dim=self.out_dim,
             image_size=resolution,
+            augmenter=augmenter,
             device=device,
             random_state=self.random_state,
             callbacks=callbacks,
             checkpoint_path=self.checkpoint_path,
             compile=self.compile,
             progress=self.verbose,
-            num_threads=self.num_threads,
+            num_threads=num_threads,
             time_budget=time_budget,
         )
 
