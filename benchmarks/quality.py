@@ -64,10 +64,6 @@ def run(args) -> dict:
         kwargs["total_epochs"] = tuple(int(e) for e in args.epochs.split(","))
     if args.budget:
         kwargs["time_budget"] = float(args.budget)
-    if args.dataset == "shapes":
-        from tsimcne_widgets.datasets import SHAPES_AUGMENTATION
-
-        kwargs["augmentation"] = SHAPES_AUGMENTATION
     load_before = _common.load_average()
     started = time.perf_counter()
     estimator = TSimCNE(**kwargs).fit(images)

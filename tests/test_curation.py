@@ -309,3 +309,12 @@ def test_duplicates_input_checks(rng):
     with pytest.raises(ValueError, match="max_pairs"):
         suggest_duplicates(xy, np.zeros((10, 4, 4, 3), np.uint8), map_radius=100, max_pairs=5)
     assert suggest_duplicates(xy, np.zeros((10, 4, 4, 3), np.uint8), map_radius=1e-9) == []
+
+
+def test_tag_files_keep_tags_that_look_like_formulas(tmp_path):
+    from tsimcne_widgets.curation import TagStore
+
+    store = TagStore(4)
+    store.add("=odd", [0, 2])
+    path = store.save(tmp_path / "tags.csv")
+    assert TagStore.load(path, 4).indices("=odd").tolist() == [0, 2]

@@ -112,8 +112,8 @@ def test_time_budget_plans_and_roughly_keeps_time(digits64):
     estimator.fit(digits64)
     elapsed = time.perf_counter() - started
     plan = estimator.trainer_.plan
-    # The epochs depend on this machine's speed; the floors of stages 2 and 3 do not.
-    assert plan.n_stages == 3 and plan.epochs[1] >= 3 and plan.epochs[2] >= 3
+    # The epochs depend on this machine's speed; the floors do not.
+    assert plan.n_stages == 3 and plan.epochs[0] >= 3 and min(plan.epochs) >= 1
     assert elapsed < 60  # generous: the machine is shared
     assert estimator.embedding_.shape == (64, 2)
 
@@ -237,3 +237,15 @@ def test_augmentation_also_applies_under_a_time_budget(digits64):
 def test_bad_augmentation_is_refused_before_training(digits64, augmentation, error, pattern):
     with pytest.raises(error, match=pattern):
         TSimCNE(total_epochs=(1,), augmentation=augmentation, **TINY).fit(digits64)
+
+
+def test_the_datas_own_augmentation_is_used_unless_the_user_gives_one(digits64):
+    from tsimcne_widgets.datasets import DIGITS_AUGMENTATION, make_shapes
+
+    assert digits64.augmentation == DIGITS_AUGMENTATION  # kept through subset()
+    trained = TSimCNE(total_epochs=(1,), **TINY).fit(digits64).trainer_.augmenter
+    assert trained.flip_p == 0.0 and trained.crop_scale == DIGITS_AUGMENTATION["crop_scale"]
+    mine = TSimCNE(total_epochs=(1,), augmentation={"flip_p": 0.5}, **TINY).fit(digits64)
+    assert mine.trainer_.augmenter.flip_p == 0.5
+    assert mine.trainer_.augmenter.crop_scale == (0.2, 1.0)  # the user's dict replaces the data's
+    assert make_shapes(12).augmentation["crop_scale"] == (0.5, 1.0)

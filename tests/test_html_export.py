@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import gzip
 import html
 import io
@@ -240,3 +241,45 @@ def test_many_labels_skip_the_legend_and_say_so(tmp_path):
     page = to_html(tmp_path / "m.html", rng.normal(size=(50, 2)), labels, None).read_text()
     assert "50 labels (too many for a legend" in page
     assert _source_columns(page)["label"].tolist() == labels.tolist()
+
+
+@pytest.mark.browser
+def test_csv_download_neutralises_spreadsheet_formulas(tmp_path):
+    """Text cells a spreadsheet would run (=, +, -, @, tab, CR first) get a leading
+    quote in the page's CSV download; numbers, negative ones included, stay numbers."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    hyperlink = '=HYPERLINK("http://x","y")'
+    xy = np.array([[-1.5, 2.0], [0.25, -3.0], [4.0, 5.0], [-2.0, -0.5]])
+    labels = [hyperlink, "-2+3", "cat", "@SUM(A1)"]
+    metadata = pd.DataFrame({"note": ["+1", "\tx", "plain", "\rcr"],
+                             "score": [-1.5, 2.0, -3.25, 0.0],
+                             "=cmd()": ["a", "b", "c", "d"]})
+    out = to_html(tmp_path / "map.html", xy, labels, None, metadata=metadata)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run"])
+        try:
+            page = browser.new_page(accept_downloads=True)
+            page.goto(out.as_uri())
+            page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0")
+            page.evaluate("""() => {
+              for (const m of Bokeh.documents[0].all_models) {
+                if (m.data && m.data.thumb) m.selected.indices = [0, 1, 2, 3];
+              } }""")
+            with page.expect_download() as download:
+                page.get_by_role("button", name="Download CSV").click()
+            text = Path(download.value.path()).read_bytes().decode("utf-8")
+        finally:
+            browser.close()
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert rows[0] == ["index", "label", "x", "y", "note", "score", "'=cmd()"]
+    assert rows[1:] == [
+        ["0", "'" + hyperlink, "-1.5", "2", "'+1", "-1.5", "a"],
+        ["1", "'-2+3", "0.25", "-3", "'\tx", "2.0", "b"],
+        ["2", "cat", "4", "5", "plain", "-3.25", "c"],
+        ["3", "'@SUM(A1)", "-2", "-0.5", "'\rcr", "0.0", "d"],
+    ]

@@ -7,6 +7,7 @@ opening a checkpoint never runs code from the file.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import warnings
@@ -96,9 +97,29 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     -------
     pathlib.Path
         The written path.
+
+    Raises
+    ------
+    IsADirectoryError
+        When ``path`` is a folder.
+    NotADirectoryError
+        When a regular file stands where a parent folder should be; the message names it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise IsADirectoryError(
+            errno.EISDIR, f"cannot write the checkpoint {str(path)!r}: it is a folder; give "
+            "a file name, e.g. run.ckpt inside it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        blocker = _file_in_the_way(path)
+        if blocker is None:
+            raise
+        raise NotADirectoryError(
+            errno.ENOTDIR, f"cannot write the checkpoint {str(path)!r}: {str(blocker)!r} is "
+            "a file, not a folder; choose a location inside a folder, or move that file away"
+        ) from exc
     payload = to_plain(dict(state))
     payload.setdefault("format", CHECKPOINT_FORMAT)
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -115,6 +136,15 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
             pass
         raise
     return path
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    # The nearest existing ancestor, when it is a regular file (then no folder can be
+    # created on the way, and "create it first" would be the wrong advice).
+    for ancestor in path.parents:
+        if ancestor.exists() or ancestor.is_symlink():
+            return None if ancestor.is_dir() else ancestor
+    return None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -213,13 +243,26 @@ def _set_numpy_rng_state(state: Mapping[str, Any]) -> None:
     )
 
 
+def _epoch_in_progress(trainer) -> dict | None:
+    order = getattr(trainer, "_epoch_order", None)
+    if order is None:
+        return None
+    return {
+        "order": order.detach().cpu().clone(),
+        "steps_done": int(trainer._epoch_steps_done),
+        "loss_sum": float(trainer._epoch_loss_sum),
+    }
+
+
 def training_state(trainer) -> dict:
     """Everything a :class:`~tsimcne_widgets.trainer.Trainer` needs to continue its run.
 
     Model and optimiser state, the position (stage, completed epochs of the stage,
-    steps), the plan, network and augmentation settings, the seed, every random
-    generator's state (torch's global CPU generator, the trainer's CPU and device
-    generators, numpy's global generator), the per-epoch losses and the latest map.
+    steps, and for a checkpoint taken mid-epoch the epoch's batch order, steps done and
+    loss so far, so that resuming continues at the next step), the plan, network and
+    augmentation settings, the seed, every random generator's state (torch's global CPU
+    generator, the trainer's CPU and device generators, numpy's global generator), the
+    per-epoch losses and the latest map.
     """
     model_state = trainer.model.state_dict()
     return {
@@ -234,6 +277,8 @@ def training_state(trainer) -> dict:
         "stage": trainer.stage,
         "epoch": trainer.epoch,
         "step": trainer.step,
+        "epoch_in_progress": _epoch_in_progress(trainer),
+        "output_layer_replaced": bool(trainer.output_layer_replaced),
         "losses": list(trainer.losses),
         "elapsed": trainer.elapsed,
         "model": {key: value.detach().cpu().clone() for key, value in model_state.items()},
@@ -252,15 +297,31 @@ def training_state(trainer) -> dict:
 def restore_training_state(trainer, state: Mapping[str, Any]) -> None:
     """Put a freshly built trainer where :func:`training_state` left off.
 
-    The model's output layer is swapped first when the checkpoint is past stage 1, so
-    the state dict fits; the optimiser state is kept for the stage's next epoch unless
-    the stage is complete (the next stage starts a fresh optimiser).
+    The model's output layer is swapped first when the checkpoint's was, so the state
+    dict fits; the optimiser state is kept for the stage's next step unless the stage is
+    complete (the next stage starts a fresh optimiser).  A checkpoint taken mid-epoch
+    continues that epoch: same batch order, from the next step.
     """
     trainer.stage, trainer.epoch = int(state["stage"]), int(state["epoch"])
     trainer.step = int(state["step"])
     trainer.losses = [float(value) for value in state["losses"]]
     trainer.restore_elapsed(float(state["elapsed"]))
-    if trainer.stage >= 2:
+    progress = state.get("epoch_in_progress")
+    if progress is not None:
+        order, done = progress["order"], int(progress["steps_done"])
+        if order.shape != (trainer.n_images,) or not 0 <= done <= trainer.plan.steps_per_epoch:
+            raise ValueError(
+                f"the checkpoint's epoch in progress ({done} steps over {order.numel()} "
+                f"images) does not fit its plan of {trainer.plan.steps_per_epoch} steps over "
+                f"{trainer.n_images} images; the file is damaged: use an earlier checkpoint"
+            )
+        trainer._epoch_order = order.to(trainer.device)
+        trainer._epoch_steps_done = done
+        trainer._epoch_loss_sum = torch.tensor(
+            float(progress["loss_sum"]), device=trainer.device, dtype=torch.float32)
+    # Checkpoints taken between a stage's end and the next stage's first step can still
+    # hold the 128-D output layer (older files lack the flag: past stage 1, replaced).
+    if state.get("output_layer_replaced", trainer.stage >= 2):
         trainer.model.replace_output_layer(trainer.model_config["out_dim"])
         trainer.output_layer_replaced = True
     trainer.model.load_state_dict(state["model"])

@@ -119,24 +119,21 @@ def _prepare_out(folder: Path) -> Path:
 
 
 def _run_demo(args) -> int:
-    from .datasets import SHAPES_AUGMENTATION, load_digits, make_shapes
+    from .datasets import load_digits, make_shapes
     from .estimator import TSimCNE
     from .evaluation import knn_accuracy, pixel_tsne
     from .render.picture import save_map_png
 
     out = _prepare_out(args.out)
-    augmentation = None
     if args.dataset == "shapes":
         images = make_shapes(
             n_samples=args.n_samples, image_size=args.image_size, random_state=args.seed
         )
-        augmentation = SHAPES_AUGMENTATION
     else:
         images = load_digits()
     height, width = images.image_size
     print(f"{args.dataset}: {len(images)} images of {height}x{width} px")
-    common = dict(device=args.device, random_state=args.seed, verbose=not args.quiet,
-                  augmentation=augmentation)
+    common = dict(device=args.device, random_state=args.seed, verbose=not args.quiet)
     if args.epochs:
         estimator = TSimCNE(total_epochs=args.epochs, backbone=args.backbone, **common)
     else:

@@ -528,8 +528,9 @@ class TagStore:
 
         path = Path(path)
         fmt = _tag_file_format(path)
+        # tags are read back by load(): a tag starting with "=" must come back as written
         return write_table(self.to_frame(include_empty=True), path, format=fmt,
-                           overwrite=overwrite)
+                           overwrite=overwrite, spreadsheet_safe=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike, n: int) -> TagStore:

@@ -64,6 +64,11 @@ class ImageSet:
         N rows of extra columns; the index is reset to 0..N-1.
     skipped : tuple of (path, reason)
         Files that could not be read when the set was loaded.
+    augmentation : dict, optional
+        :class:`~tsimcne_widgets.augment.Augmenter` settings that suit these images
+        better than the paper's, e.g. no flips for digits, whose mirror images are
+        other symbols.  ``TSimCNE`` trains with them unless given its own
+        ``augmentation``.
     """
 
     images: np.ndarray
@@ -71,6 +76,7 @@ class ImageSet:
     paths: tuple[str, ...] | None = None
     metadata: pd.DataFrame | None = None
     skipped: tuple[tuple[str, str], ...] = ()
+    augmentation: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         images = self.images
@@ -97,6 +103,11 @@ class ImageSet:
                 raise ValueError(f"metadata has {len(self.metadata)} rows but there are {n} images")
             object.__setattr__(self, "metadata", self.metadata.reset_index(drop=True))
         object.__setattr__(self, "skipped", tuple((str(p), str(r)) for p, r in self.skipped))
+        if self.augmentation is not None:
+            if not isinstance(self.augmentation, Mapping):
+                raise TypeError("augmentation must be a dict of Augmenter keyword arguments, "
+                                f"got {type(self.augmentation).__name__}")
+            object.__setattr__(self, "augmentation", dict(self.augmentation))
 
     def __len__(self) -> int:
         return len(self.images)
@@ -151,6 +162,7 @@ class ImageSet:
             paths=None if self.paths is None else tuple(self.paths[i] for i in idx),
             metadata=None if self.metadata is None else self.metadata.iloc[idx],
             skipped=self.skipped,
+            augmentation=self.augmentation,
         )
 
 

@@ -20,15 +20,21 @@ import pandas as pd
 
 from .data import ImageSet, load_images
 
-__all__ = ["SHAPE_NAMES", "SHAPES_AUGMENTATION", "cifar10_folder", "load_digits",
-           "load_torchvision", "make_shapes"]
+__all__ = ["DIGITS_AUGMENTATION", "SHAPE_NAMES", "SHAPES_AUGMENTATION", "cifar10_folder",
+           "load_digits", "load_torchvision", "make_shapes"]
 
 SHAPE_NAMES = ("circle", "square", "triangle", "star", "cross", "ring")
-#: Augmentations for :func:`make_shapes` (``TSimCNE(augmentation=...)``).  A shape covers
+#: Augmentations that :func:`make_shapes` sets carry (see ``ImageSet.augmentation``).  A shape covers
 #: about a fifth of its image, so the paper's crops of down to 20 % of the image often
 #: miss it, and the network then matches views by their background: 128-D kNN after 60
 #: epochs 0.34 with crops (0.2, 1), 0.54 with crops (0.5, 1) (benchmarks/README.md).
 SHAPES_AUGMENTATION = {"crop_scale": (0.5, 1.0)}
+#: Augmentations that :func:`load_digits` carries.  Mirror images of digits are other
+#: symbols, so flips teach the network a symmetry the classes do not have, and a fifth
+#: of an 8x8 image (3-4 pixels a side) is too little to recognise anything.  Digits,
+#: ResNet-10 width 8, 150/15/60 epochs, crops (0.56, 1): 2-D kNN 0.89 with flips,
+#: 0.92 without (benchmarks/README.md, "Short-run recipe").
+DIGITS_AUGMENTATION = {"crop_scale": (0.56, 1.0), "flip_p": 0.0}
 
 _TORCHVISION_CLASSES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "mnist": "MNIST",
                         "fashionmnist": "FashionMNIST"}
@@ -42,13 +48,14 @@ def load_digits() -> ImageSet:
     -------
     ImageSet
         uint8 RGB (white digit on black; the 0..16 ink levels scaled to 0..255),
-        labels ``"0"`` .. ``"9"``.
+        labels ``"0"`` .. ``"9"``, and :data:`DIGITS_AUGMENTATION`.
     """
     from sklearn.datasets import load_digits as sklearn_digits  # sklearn is slow to import
 
     digits = sklearn_digits()
     gray = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    return ImageSet(images=np.repeat(gray[..., None], 3, axis=-1), labels=digits.target.astype(str))
+    return ImageSet(images=np.repeat(gray[..., None], 3, axis=-1), labels=digits.target.astype(str),
+                    augmentation=DIGITS_AUGMENTATION)
 
 
 def make_shapes(n_samples: int = 2000, image_size: int = 32,
@@ -62,8 +69,8 @@ def make_shapes(n_samples: int = 2000, image_size: int = 32,
     accuracy about 0.27 on its map), while a person, or a contrastive network whose
     augmentations blur position, size and lightness, sees the shapes.  Colours are
     kept faint on purpose: a saturated colour that survives every augmentation lets
-    a contrastive network tell images apart without looking at the shape.  Train with
-    :data:`SHAPES_AUGMENTATION`.
+    a contrastive network tell images apart without looking at the shape.  The set
+    carries :data:`SHAPES_AUGMENTATION` (larger crops), which ``TSimCNE`` uses.
 
     Parameters
     ----------
@@ -78,7 +85,7 @@ def make_shapes(n_samples: int = 2000, image_size: int = 32,
     -------
     ImageSet
         uint8 images (n_samples, image_size, image_size, 3), shape-name labels and
-        metadata columns ``centre_x``, ``centre_y`` (shape centre in the image, px), ``radius`` (px),
+        :data:`SHAPES_AUGMENTATION`, metadata columns ``centre_x``, ``centre_y`` (shape centre in the image, px), ``radius`` (px),
         ``rotation`` (degrees), ``foreground`` and ``background`` (``#rrggbb``).
     """
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
@@ -120,7 +127,7 @@ def make_shapes(n_samples: int = 2000, image_size: int = 32,
         "foreground": _hex(foreground), "background": _hex(background),
     })
     return ImageSet(images=images, labels=np.asarray(SHAPE_NAMES, dtype=object)[classes],
-                    metadata=metadata)
+                    metadata=metadata, augmentation=SHAPES_AUGMENTATION)
 
 
 def _contrasting_colours(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -91,7 +91,9 @@ class TSimCNE(BaseEstimator):
         Keyword arguments of :class:`~tsimcne_widgets.augment.Augmenter` that replace
         the paper's augmentations, e.g. ``{"crop_scale": (0.5, 1.0)}`` for images
         whose object is small: crops of a fifth of the image often miss it, and the
-        network then matches views by their background instead.
+        network then matches views by their background instead.  Default: the
+        images' own ``ImageSet.augmentation`` (the bundled digits and shapes have
+        one), else the paper's.
 
     Attributes
     ----------
@@ -182,22 +184,23 @@ class TSimCNE(BaseEstimator):
             batch_size = n_images
         return batch_size
 
-    def _augmenter(self, size, recipe: dict | None) -> Augmenter:
-        """The recipe's augmentations, overridden by the user's ``augmentation``."""
+    @staticmethod
+    def _augmenter(size, recipe: dict | None, settings) -> Augmenter:
+        """The recipe's augmentations, overridden by ``settings`` (the user's or the data's)."""
         options = dict(recipe or {})
-        if self.augmentation is not None:
-            if not isinstance(self.augmentation, dict):
+        if settings is not None:
+            if not isinstance(settings, Mapping):
                 raise TypeError(
                     "augmentation must be a dict of Augmenter keyword arguments, e.g. "
-                    f"{{'crop_scale': (0.5, 1.0)}}, got {self.augmentation!r}"
+                    f"{{'crop_scale': (0.5, 1.0)}}, got {settings!r}"
                 )
             known = set(inspect.signature(Augmenter).parameters) - {"out_size"}
-            unknown = sorted(set(self.augmentation) - known)
+            unknown = sorted(set(settings) - known)
             if unknown:
                 raise ValueError(
                     f"unknown augmentation setting(s) {unknown}; choose from {sorted(known)}"
                 )
-            options.update(self.augmentation)
+            options.update(settings)
         return Augmenter(size, **options)
 
     def _backbone_is_fixed(self) -> bool:
@@ -213,8 +216,9 @@ class TSimCNE(BaseEstimator):
         if isinstance(backbone, str):
             build_backbone(backbone, width if width is not None else 1)
         batch_size = self._check_training_set(images)
-        # checked before any time is spent measuring
-        user_augmenter = None if self.augmentation is None else self._augmenter(images.image_size, {})
+        # the user's settings win over the data's; checked before any time is spent measuring
+        settings = self.augmentation if self.augmentation is not None else images.augmentation
+        user_augmenter = None if settings is None else self._augmenter(images.image_size, {}, settings)
         resolution = time_budget = augmenter = None
         num_threads = self.num_threads
         if self.time_budget is not None:
@@ -234,7 +238,7 @@ class TSimCNE(BaseEstimator):
             plan, resolution = choice.plan, choice.image_size
             seconds_left = self.time_budget - (time.perf_counter() - started)
             time_budget = choice.time_budget(seconds_left)
-            augmenter = self._augmenter(resolution, choice.augment)
+            augmenter = self._augmenter(resolution, choice.augment, settings)
             num_threads = choice.num_threads
         else:
             plan = StagePlan.from_total_epochs(

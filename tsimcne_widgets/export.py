@@ -29,6 +29,10 @@ from .curation import TagStore, _as_indices, validate_tag_name
 __all__ = [
     "atomic_path",
     "atomic_write_bytes",
+    "check_parent_folder",
+    "file_in_the_way",
+    "neutralise_formulas",
+    "FORMULA_PREFIXES",
     "selection_frame",
     "write_table",
     "table_format",
@@ -44,6 +48,12 @@ UNTAGGED_FOLDER = "untagged"
 MANIFEST_NAME = "manifest.csv"
 _TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet",
                    ".jsonl": "jsonl", ".ndjson": "jsonl"}
+# RFC 4180 line ends: Python's csv module quotes a cell holding a line-end character only
+# when that character is in the line terminator, so with "\n" alone a label holding a
+# bare "\r" was written unquoted and split its row in two for every reader.
+_CSV_LINE_END = "\r\n"
+#: A spreadsheet reads a cell starting with one of these as a formula (CSV injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 # -- atomic primitives ---------------------------------------------------------------------
@@ -68,7 +78,10 @@ def _os_error(exc: OSError, path: Path, action: str) -> OSError:
         hint = "choose a folder you can write to, or fix its permissions"
     elif isinstance(exc, (NotADirectoryError, FileNotFoundError)) or exc.errno in (
             errno.ENOTDIR, errno.ENOENT):
-        hint = "the folder must exist and be a directory; create it first (os.makedirs)"
+        blocker = file_in_the_way(path)
+        hint = (f"{str(blocker)!r} is a file, not a folder; choose a location inside a folder"
+                if blocker is not None else
+                "the folder must exist and be a directory; create it first (os.makedirs)")
     elif exc.errno == errno.ENOSPC:
         hint = "the disk is full; free space or choose another location"
     else:
@@ -87,13 +100,34 @@ def _check_destination(path: Path, overwrite: bool) -> None:
                 f"{str(path)!r} already exists; pass overwrite=True to replace it "
                 "or choose another name",
             )
+    check_parent_folder(path, "write")
+
+
+def file_in_the_way(path: str | os.PathLike) -> Path | None:
+    """The nearest existing ancestor of ``path`` when it is not a folder, else None.
+
+    A regular file there means no folder can be created on the way to ``path``: the
+    fix is another location, not ``os.makedirs``.
+    """
+    for ancestor in Path(path).parents:
+        if ancestor.exists() or ancestor.is_symlink():
+            return None if ancestor.is_dir() else ancestor
+    return None
+
+
+def check_parent_folder(path: Path, action: str) -> None:
+    """Refuse a ``path`` whose folder is missing, naming the file in the way if any."""
     parent = path.parent
-    if not parent.is_dir():
-        what = "is not a folder" if parent.exists() else "does not exist"
-        exc = NotADirectoryError if parent.exists() else FileNotFoundError
-        code = errno.ENOTDIR if parent.exists() else errno.ENOENT
-        raise exc(code, f"cannot write {str(path)!r}: {str(parent)!r} {what}. Hint: the "
-                        "folder must exist and be a directory; create it first (os.makedirs)")
+    if parent.is_dir():
+        return
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        raise NotADirectoryError(
+            errno.ENOTDIR, f"cannot {action} {str(path)!r}: {str(blocker)!r} is a file, not a "
+            "folder. Hint: choose a location inside a folder, or move that file away")
+    raise FileNotFoundError(
+        errno.ENOENT, f"cannot {action} {str(path)!r}: {str(parent)!r} is not an existing "
+        "folder. Hint: create it first (os.makedirs)")
 
 
 @contextlib.contextmanager
@@ -237,8 +271,48 @@ def table_format(path: str | os.PathLike, format: str | None = None) -> str:
     return _TABLE_SUFFIXES[suffix]
 
 
+def _is_formula(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(FORMULA_PREFIXES)
+
+
+def neutralise_formulas(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` whose text cells a spreadsheet cannot run as formulas.
+
+    A text cell (or column name) starting with ``=``, ``+``, ``-``, ``@``, a tab or a
+    carriage return gets a leading single quote, as OWASP recommends against CSV
+    injection: Excel, LibreOffice and Google Sheets then show the text instead of
+    evaluating e.g. ``=HYPERLINK(...)``.  Numeric, boolean and date columns, and numbers
+    inside mixed columns, are left alone, so ``-1.5`` stays a number.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+
+    Returns
+    -------
+    pandas.DataFrame
+        A new frame; ``df`` is not modified.
+    """
+    out = df.copy(deep=False)
+    for position in range(out.shape[1]):
+        column = out.iloc[:, position]
+        if (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
+                or pd.api.types.is_datetime64_any_dtype(column)
+                or isinstance(column.dtype, pd.PeriodDtype)
+                or pd.api.types.is_timedelta64_dtype(column)):
+            continue
+        values = column.astype(object)
+        risky = values.map(_is_formula).to_numpy(dtype=bool)
+        if risky.any():
+            values = values.copy()
+            values[risky] = ["'" + v for v in values[risky]]
+            out.isetitem(position, values)
+    out.columns = ["'" + c if _is_formula(c) else c for c in out.columns]
+    return out
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike, format: str | None = None,
-                overwrite: bool = False) -> Path:
+                overwrite: bool = False, spreadsheet_safe: bool = True) -> Path:
     """Write ``df`` as CSV, Parquet or JSON Lines, atomically.
 
     Parameters
@@ -251,6 +325,10 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, format: str | None = 
         Default: from the suffix (``.csv``, ``.parquet``/``.pq``, ``.jsonl``/``.ndjson``).
     overwrite : bool, default False
         Replace an existing file.
+    spreadsheet_safe : bool, default True
+        CSV only: text cells that a spreadsheet would run as a formula get a leading
+        single quote (see :func:`neutralise_formulas`).  Pass False for a CSV that a
+        program reads back and whose text must stay exact.
 
     Returns
     -------
@@ -274,7 +352,8 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, format: str | None = 
                               "(or write .csv / .jsonl instead)") from None
     with atomic_path(path, overwrite=overwrite) as tmp:
         if fmt == "csv":
-            df.to_csv(tmp, index=False)
+            (neutralise_formulas(df) if spreadsheet_safe else df).to_csv(
+                tmp, index=False, lineterminator=_CSV_LINE_END)
         elif fmt == "parquet":
             df.to_parquet(tmp, index=False)
         else:
@@ -467,9 +546,7 @@ def export_files(folder: str | os.PathLike, indices: object, images: np.ndarray 
         raise FileExistsError(errno.EEXIST, f"{str(folder)!r} exists and is not empty; pass "
                               "overwrite=True to replace it or merge=True to add to it")
     parent = folder.parent
-    if not parent.is_dir():
-        raise FileNotFoundError(errno.ENOENT, f"cannot export to {str(folder)!r}: "
-                                f"{str(parent)!r} is not an existing folder. Hint: create it first")
+    check_parent_folder(folder, "export to")
     rows, notes = _plan(idx, labels, tags)
     label_arr = None if labels is None else np.asarray(labels, dtype=object)
 
@@ -538,7 +615,7 @@ def _fill(tmp: Path, rows: list[tuple[int, str, str]], images: np.ndarray | None
 
 
 def _write_manifest(path: Path, manifest: pd.DataFrame) -> None:
-    manifest.to_csv(path, index=False)
+    manifest.to_csv(path, index=False, lineterminator=_CSV_LINE_END)
     _fsync_file(path)
 
 

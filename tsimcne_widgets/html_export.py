@@ -83,9 +83,18 @@ const quote = (v) => {
   const s = (v === null || v === undefined) ? '' : String(v);
   return /[",\\r\\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
 };
+// Text a spreadsheet would run as a formula gets a leading quote (OWASP CSV injection);
+// numeric columns are left alone, so -1.5 stays a number.
+const defuse = (v) => {
+  const s = (v === null || v === undefined) ? '' : String(v);
+  return /^[=+\\-@\\t\\r]/.test(s) ? "'" + s : s;
+};
 const lines = [header.map(quote).join(',')];
 for (const r of rows) {
-  lines.push(fields.map((f) => quote(source.data[f][r])).join(','));
+  lines.push(fields.map((f) => {
+    const v = source.data[f][r];
+    return quote(text_fields.includes(f) ? defuse(v) : v);
+  }).join(','));
 }
 const blob = new Blob([lines.join('\\n') + '\\n'], {type: 'text/csv'});
 const url = URL.createObjectURL(blob);
@@ -181,7 +190,7 @@ def to_html(path: str | os.PathLike, xy: object, labels: Sequence | None, images
     from bokeh.resources import INLINE
     from bokeh.transform import factor_cmap
 
-    from .export import atomic_write_bytes
+    from .export import FORMULA_PREFIXES, atomic_write_bytes
     from .render.raster import default_palette
     from .render.thumbs import ThumbnailCache
 
@@ -296,11 +305,18 @@ def to_html(path: str | os.PathLike, xy: object, labels: Sequence | None, images
     copy_button.js_on_event("button_click", CustomJS(args=dict(source=source, info=info),
                                                      code=_COPY_JS))
     fields = ["index", "label", "x", "y"] + [f"meta_{k}" for k in range(len(meta_names))]
-    header_row = ["index", "label", "x", "y"] + meta_names
+    header_row = ["index", "label", "x", "y"] + [
+        "'" + name if name.startswith(FORMULA_PREFIXES) else name for name in meta_names]
+    # Metadata is stored as text for the tooltip; only the columns that were numbers
+    # stay unquoted in the CSV.
+    text_fields = ["label"] + [
+        f"meta_{k}" for k in range(len(meta_names))
+        if not (pd.api.types.is_numeric_dtype(metadata.iloc[:, k])
+                or pd.api.types.is_bool_dtype(metadata.iloc[:, k]))]
     download_button = Button(label="Download CSV", width=200)
     download_button.js_on_event("button_click", CustomJS(
         args=dict(source=source, info=info, fields=fields, header=header_row,
-                  filename="selection.csv"),
+                  text_fields=text_fields, filename="selection.csv"),
         code=_DOWNLOAD_JS))
     layout = column(header, row(plot, column(info, copy_button, download_button)))
 

@@ -25,6 +25,7 @@ from .augment import Augmenter
 from .checkpoint import resume_trainer, save_checkpoint, training_state
 from .loss import cauchy_infonce
 from .models import TSimCNENet, build_backbone
+from .oom import explain_out_of_memory
 from .runtime import (
     data_fingerprint,
     has_narrow_strided_conv,
@@ -34,6 +35,7 @@ from .runtime import (
     set_cpu_threads,
 )
 from .schedule import StagePlan
+from .shutdown import running
 from .snapshot import STATES, Snapshot
 
 if TYPE_CHECKING:  # budget imports this module
@@ -204,9 +206,15 @@ class Trainer:
         self._epoch_seconds: list[float] = []
 
         # Position: completed epochs of the current stage; step counts optimiser steps.
+        # The epoch in progress (its batch order, steps done, loss so far) is kept here,
+        # changed only under model_lock, so that a checkpoint taken mid-epoch (e.g. by
+        # Explorer.save) resumes at the very next step.
         self.stage = 1
         self.epoch = 0
         self.step = 0
+        self._epoch_order: torch.Tensor | None = None
+        self._epoch_steps_done = 0
+        self._epoch_loss_sum: torch.Tensor | None = None
         self.losses: list[float] = []
         self.learning_rate = 0.0
         self.latest_snapshot: Snapshot | None = None
@@ -251,9 +259,16 @@ class Trainer:
     def start(self) -> "Trainer":
         """Run :meth:`run` in a daemon thread and return at once."""
         self._claim_run()
-        self._thread = threading.Thread(target=self._execute, name="tsimcne-trainer", daemon=True)
+        self._thread = threading.Thread(target=self._execute_in_background,
+                                        name="tsimcne-trainer", daemon=True)
         self._thread.start()
         return self
+
+    def _execute_in_background(self) -> None:
+        # Stopped and joined at interpreter exit: a daemon thread killed inside torch
+        # aborts the process (see shutdown.py).
+        with running(self.stop):
+            self._execute()
 
     def run(self) -> str:
         """Train to the end (blocking) and return the final state.
@@ -353,16 +368,8 @@ class Trainer:
             self._state = "failed"
 
     def _explain(self, exc: BaseException) -> BaseException:
-        oom = getattr(torch.cuda, "OutOfMemoryError", None)
-        if oom is not None and isinstance(exc, oom):
-            smaller = max(2, self.plan.batch_size // 2)
-            error = TrainingError(
-                f"out of GPU memory at batch size {self.plan.batch_size}; "
-                f"retry with batch_size={smaller}"
-            )
-            error.__cause__ = exc
-            return error
-        return exc
+        # Out of memory: trial steps find the largest batch that fits (see oom.py).
+        return explain_out_of_memory(self, exc)
 
     def _progress_bar(self):
         if not self.progress:
@@ -376,8 +383,9 @@ class Trainer:
             if self.epoch >= self.plan.epochs[self.stage - 1]:
                 if self.stage == self.plan.n_stages:
                     return
-                self.stage, self.epoch = self.stage + 1, 0
-                self.optimizer = None
+                with self.model_lock:
+                    self.stage, self.epoch = self.stage + 1, 0
+                    self.optimizer = None
             if self.optimizer is None:
                 self._enter_stage()
             while self.epoch < self.plan.epochs[self.stage - 1]:
@@ -449,13 +457,18 @@ class Trainer:
     def _train_epoch(self, bar) -> bool:
         """Train one epoch; False if it was interrupted (stop or failure)."""
         batch_size, steps = self.plan.batch_size, self.plan.steps_per_epoch
-        order = torch.randperm(self.n_images, generator=self.cpu_generator).to(self.device)
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
+        with self.model_lock:
+            if self._epoch_order is None:  # else: continue the epoch a checkpoint was in
+                self._epoch_order = torch.randperm(
+                    self.n_images, generator=self.cpu_generator).to(self.device)
+                self._epoch_steps_done = 0
+                self._epoch_loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
+            order, first = self._epoch_order, self._epoch_steps_done
         check_each_step = self.device.type == "cpu"  # free on the CPU: no device to wait for
         epoch_start = time.perf_counter()
         paused_before = self._paused_seconds
         stage_step0 = self.epoch * steps
-        for index in range(steps):
+        for index in range(first, steps):
             if not self._run_gate.is_set():
                 paused_at = time.perf_counter()
                 self._run_gate.wait()
@@ -468,22 +481,28 @@ class Trainer:
             with self.model_lock:
                 batch = order[index * batch_size:(index + 1) * batch_size]
                 loss = self._train_step(self.images[batch])
-            self.step += 1
-            loss_sum += loss
+                self.step += 1
+                self._epoch_steps_done += 1
+                self._epoch_loss_sum += loss
             if check_each_step and not math.isfinite(float(loss)):
                 self._fail_non_finite()
                 return False
             if bar is not None:
                 bar.update(1)
-        mean_loss = float(loss_sum) / steps
+        mean_loss = float(self._epoch_loss_sum) / steps
         seconds = time.perf_counter() - epoch_start - (self._paused_seconds - paused_before)
-        self._epoch_images_per_second = steps * batch_size / max(seconds, 1e-9)
-        self._epoch_seconds.append(seconds)
+        trained = steps - first
+        if trained:
+            self._epoch_images_per_second = trained * batch_size / max(seconds, 1e-9)
+            self._epoch_seconds.append(seconds * steps / trained)  # as if a whole epoch
         if not math.isfinite(mean_loss):
             self._fail_non_finite()
             return False
-        self.losses.append(mean_loss)
-        self.epoch += 1
+        with self.model_lock:
+            self.losses.append(mean_loss)
+            self.epoch += 1
+            self._epoch_order = self._epoch_loss_sum = None
+            self._epoch_steps_done = 0
         if bar is not None:
             bar.set_postfix(stage=self.stage, loss=f"{mean_loss:.3f}", refresh=False)
         return True

@@ -20,6 +20,7 @@ leaves no half-written session.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -72,13 +73,15 @@ def save_explorer(explorer, path, overwrite: bool = False, include_images: bool 
     -------
     pathlib.Path
     """
+    from ..export import check_parent_folder
+
     folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(errno.EEXIST, f"cannot save to {str(folder)!r}: it is a file, "
+                              "not a session folder; choose another name")
     if folder.exists() and not overwrite:
         raise FileExistsError(f"{str(folder)!r} exists; pass overwrite=True or choose a new name")
-    parent = folder.parent
-    if not parent.is_dir():
-        raise FileNotFoundError(f"cannot save to {str(folder)!r}: the folder {str(parent)!r} "
-                                "does not exist; create it first")
+    check_parent_folder(folder, "save to")
     image_set = explorer.image_set
     paths = image_set.paths
     has_sources = paths is not None and all(p and os.path.isfile(p) for p in paths)
@@ -94,7 +97,7 @@ def save_explorer(explorer, path, overwrite: bool = False, include_images: bool 
         "training_state": training.state if not training.active else "stopped",
         "provisional": bool(explorer._provisional),
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
         if include_images:
             np.save(tmp / "images.npy", np.asarray(image_set.images), allow_pickle=False)
@@ -109,7 +112,12 @@ def save_explorer(explorer, path, overwrite: bool = False, include_images: bool 
             np.save(tmp / "map.npy", np.asarray(xy, dtype=np.float32), allow_pickle=False)
         _save_replay(explorer.replay, tmp)
         if len(explorer.tag_store):
-            explorer.tag_store.save(tmp / "tags.csv")
+            from ..export import write_table
+
+            # Read back by TagStore.load: the tag names must stay exact, so no
+            # spreadsheet quoting of names such as "=x" or "-1".
+            write_table(explorer.tag_store.to_frame(include_empty=True), tmp / "tags.csv",
+                        format="csv", overwrite=True, spreadsheet_safe=False)
         np.save(tmp / "selection.npy", np.asarray(explorer.selection, dtype=np.int64))
         trainer = training.trainer
         if trainer is not None and trainer.latest_snapshot is not None:
