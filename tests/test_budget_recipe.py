@@ -10,6 +10,7 @@ from tsimcne_widgets.budget import (
     CPU_BATCH_SIZE,
     LONG_RUN_EPOCHS,
     SHORT_RUN_EPOCHS,
+    SHORT_RUN_LR_SCALE,
     SHORT_RUN_STAGE3_FACTOR,
     TimeBudget,
     budget_recipe,
@@ -32,7 +33,14 @@ def test_a_long_budget_gets_exactly_the_paper_schedule():
         recipe = budget_recipe(epochs)
         assert recipe.stage_ratio == (1000.0, 50.0, 450.0)
         assert recipe.lr_factors == (1.0, 1.0, 1.0 / 1000.0)
-        assert recipe.augment == {}
+        assert recipe.augment == {} and recipe.lr_scale == 1.0
+
+
+def test_the_base_learning_rate_scale_falls_from_short_to_long_runs():
+    assert budget_recipe(SHORT_RUN_EPOCHS / 2).lr_scale == pytest.approx(SHORT_RUN_LR_SCALE)
+    lengths = np.geomspace(SHORT_RUN_EPOCHS, LONG_RUN_EPOCHS, 6)
+    scales = [budget_recipe(e).lr_scale for e in lengths]
+    assert all(a > b for a, b in zip(scales, scales[1:])) and scales[-1] == pytest.approx(1.0)
 
 
 def test_short_runs_raise_the_stage3_learning_rate():
@@ -64,7 +72,7 @@ def test_a_short_cpu_budget_plans_the_recipe():
     choice = plan_for_budget(0.5, 600, 8, "cpu", 512, **TINY)
     plan = choice.plan
     assert plan.batch_size == CPU_BATCH_SIZE  # capped on the CPU: more steps per second
-    assert plan.base_lr == pytest.approx(default_base_lr(CPU_BATCH_SIZE))
+    assert plan.base_lr == pytest.approx(default_base_lr(CPU_BATCH_SIZE) * SHORT_RUN_LR_SCALE)
     assert plan.lr_factors[2] == pytest.approx(SHORT_RUN_STAGE3_FACTOR)
     assert plan.n_stages == 3 and min(plan.epochs) >= 1
     budget = choice.time_budget(100.0)
@@ -113,3 +121,21 @@ def test_stage_one_is_long_enough_to_refit_on_a_tiny_budget():
     choice = plan_for_budget(1e-3, 600, 8, "cpu", 64, **TINY)
     assert choice.plan.epochs[0] >= 3
     assert choice.plan.epochs[0] >= max(choice.plan.epochs[1:])
+
+
+def test_the_chosen_network_gets_all_cores_back_when_they_are_faster(monkeypatch):
+    # One thread can win on the cheapest network (tiny layers do not parallelise) while
+    # the larger network that is finally chosen trains faster on all cores.
+    import tsimcne_widgets.budget as budget
+
+    def fake_time(backbone, width, resolution, batch, device, hidden_dim, num_threads):
+        single = {8: 0.001, 16: 0.002}[width]
+        return single if num_threads == 1 else (0.0015 if width == 8 else 0.0012)
+
+    monkeypatch.setattr(budget, "_time_candidate", fake_time)
+    monkeypatch.setattr(budget.torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr("tsimcne_widgets.runtime.set_cpu_threads", lambda n: None)
+    monkeypatch.setattr("tsimcne_widgets.runtime.available_cores", lambda: 2)
+    choice = plan_for_budget(60.0, 600, 8, "cpu", 64, hidden_dim=16,
+                             candidates=[("resnet10", 8), ("resnet10", 16)])
+    assert (choice.backbone, choice.width, choice.num_threads) == ("resnet10", 16, 2)
