@@ -100,6 +100,7 @@ def test_one_thread_is_chosen_when_it_trains_faster(monkeypatch):
         timings.append(num_threads)
         return 0.01 if num_threads == 1 else 0.05
 
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(budget, "_time_candidate", fake_time)
     monkeypatch.setattr(budget.torch, "get_num_threads", lambda: 2)
     monkeypatch.setattr("tsimcne_widgets.runtime.set_cpu_threads", lambda n: None)
@@ -110,9 +111,13 @@ def test_one_thread_is_chosen_when_it_trains_faster(monkeypatch):
                         lambda *a: 0.05 if a[-1] == 1 else 0.01)
     assert plan_for_budget(5.0, 600, 8, "cpu", 64, candidates=[("resnet10", 8)],
                            hidden_dim=16).num_threads == 2
-    # a caller's thread count is not second-guessed
+    # a caller's thread count is not second-guessed, nor is OMP_NUM_THREADS
     assert plan_for_budget(5.0, 600, 8, "cpu", 64, num_threads=2, **{
         k: v for k, v in TINY.items() if k != "num_threads"}).num_threads == 2
+    monkeypatch.setattr(budget, "_time_candidate", fake_time)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert plan_for_budget(5.0, 600, 8, "cpu", 64, candidates=[("resnet10", 8)],
+                           hidden_dim=16).num_threads is None
 
 
 def test_stage_one_is_long_enough_to_refit_on_a_tiny_budget():
@@ -132,6 +137,7 @@ def test_the_chosen_network_gets_all_cores_back_when_they_are_faster(monkeypatch
         single = {8: 0.001, 16: 0.002}[width]
         return single if num_threads == 1 else (0.0015 if width == 8 else 0.0012)
 
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(budget, "_time_candidate", fake_time)
     monkeypatch.setattr(budget.torch, "get_num_threads", lambda: 2)
     monkeypatch.setattr("tsimcne_widgets.runtime.set_cpu_threads", lambda n: None)

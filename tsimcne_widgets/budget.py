@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
@@ -396,7 +397,7 @@ def plan_for_budget(
 
     resolution = native
     step_time = measure(candidates[0], resolution)
-    threads_chosen_here = num_threads is None
+    threads_chosen_here = num_threads is None and not os.environ.get("OMP_NUM_THREADS")
     num_threads, step_time = _fastest_thread_count(
         device, num_threads, step_time, lambda threads: _time_candidate(
             *candidates[0], resolution, measure_batch, device, hidden_dim, threads
@@ -480,11 +481,12 @@ def _fastest_thread_count(device, num_threads, step_time, time_with_threads):
     On a machine shared with other work (Binder, CI, a second kernel) torch's threads
     wait for each other while a neighbour holds a core: we measured a step 2.7x slower
     with 2 threads than with 1 on 2 cores beside one busy process.  Only an automatic
-    thread count on the CPU is reconsidered.
+    thread count on the CPU is reconsidered: ``num_threads`` or the ``OMP_NUM_THREADS``
+    environment variable (Binder's start script sets it to the CPU quota) is the user's.
     """
     from .runtime import set_cpu_threads
 
-    if device.type != "cpu" or num_threads is not None:
+    if device.type != "cpu" or num_threads is not None or os.environ.get("OMP_NUM_THREADS"):
         return num_threads, step_time
     set_cpu_threads(None)
     threads = torch.get_num_threads()
