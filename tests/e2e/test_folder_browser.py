@@ -35,6 +35,7 @@ from .test_quickstart_browser import (
     SELECTION_COUNT_HOOK,
     QuickstartSession,
     _densest_pixel,
+    drag_loop,
     _inside,
     _saturated,
 )
@@ -92,18 +93,7 @@ def _draw_lasso(page, session) -> np.ndarray:
     radius = int(min(frame["width"], frame["height"]) / 6)
     row, col = _densest_pixel(_saturated(image), window=radius, margin=radius + 12)
     centre = np.array([frame["x"] + col, frame["y"] + row], dtype=float)
-    angles = np.linspace(0, 2 * np.pi, 10, endpoint=False)
-    corners = centre + radius * np.c_[np.cos(angles), np.sin(angles)]
-    drawn = [corners[0]]
-    page.mouse.move(*corners[0])
-    page.mouse.down()
-    for corner in list(corners[1:]) + [corners[0]]:
-        steps = np.linspace(drawn[-1], corner, 5)[1:]
-        for point in steps:
-            page.mouse.move(float(point[0]), float(point[1]))
-        drawn.extend(steps)
-    page.mouse.up()
-    return np.array(drawn)
+    return drag_loop(page, centre, radius)
 
 
 def test_folder_of_images_in_jupyterlab(lab, lab_root, image_folder):

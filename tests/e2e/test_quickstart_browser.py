@@ -94,6 +94,24 @@ def _saturated(image: np.ndarray) -> np.ndarray:
     return (image.max(axis=-1) - image.min(axis=-1)) > SATURATION_MIN
 
 
+
+def drag_loop(page, centre, radius: float, squash: float = 1.0) -> np.ndarray:
+    """Drag the mouse around a 10-cornered loop; return the path drawn (page px)."""
+    angles = np.linspace(0, 2 * np.pi, 10, endpoint=False)
+    corners = centre + radius * np.c_[np.cos(angles), np.sin(angles)] * [1.0, squash]
+    drawn = [corners[0]]
+    page.mouse.move(*corners[0])
+    page.mouse.down()
+    for corner in list(corners[1:]) + [corners[0]]:
+        # Intermediate pointer events along each side, as a hand makes them.
+        steps = np.linspace(drawn[-1], corner, 5)[1:]
+        for point in steps:
+            page.mouse.move(float(point[0]), float(point[1]))
+        drawn.extend(steps)
+    page.mouse.up()
+    return np.array(drawn)
+
+
 def _densest_pixel(mask: np.ndarray, window: int, margin: int) -> tuple[int, int]:
     """(row, col) whose ``window``-sized neighbourhood holds the most masked pixels,
     at least ``margin`` pixels from every edge."""
@@ -266,19 +284,8 @@ def _run_story(lab, session, page, lab_root, timings):
     radius = int(min(frame["width"], frame["height"]) / 7)
     row, col = _densest_pixel(_saturated(image), window=radius, margin=radius + 12)
     centre = np.array([frame["x"] + col, frame["y"] + row], dtype=float)
-    angles = np.linspace(0, 2 * np.pi, 10, endpoint=False)
-    corners = centre + radius * np.c_[np.cos(angles), np.sin(angles)] * [1.0, 0.8]
-    drawn = [corners[0]]
-    page.mouse.move(*corners[0])
-    page.mouse.down()
-    for corner in list(corners[1:]) + [corners[0]]:
-        # Intermediate pointer events along each side, as a hand makes them.
-        steps = np.linspace(drawn[-1], corner, 5)[1:]
-        for point in steps:
-            page.mouse.move(float(point[0]), float(point[1]))
-        drawn.extend(steps)
-    page.mouse.up()
-    drawn_path = np.array(drawn)
+    drawn_path = drag_loop(page, centre, radius, squash=0.8)
+    corners = drawn_path[::4][:-1]  # every side ends on a corner; the last one closes the loop
     moved = {k: session.frame()[k] - frame[k] for k in ("x", "y")}
     assert max(map(abs, moved.values())) < 0.5, f"the map moved by {moved} during the lasso"
 
