@@ -1,11 +1,10 @@
-"""The short-run recipe of time budgets: split, stage-3 learning rate, CPU batch, augmenter."""
+"""The short-run recipe of time budgets: split, learning rates, CPU batch, threads."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from tsimcne_widgets.augment import Augmenter
 from tsimcne_widgets.budget import (
     CPU_BATCH_SIZE,
     LONG_RUN_EPOCHS,
@@ -33,7 +32,7 @@ def test_a_long_budget_gets_exactly_the_paper_schedule():
         recipe = budget_recipe(epochs)
         assert recipe.stage_ratio == (1000.0, 50.0, 450.0)
         assert recipe.lr_factors == (1.0, 1.0, 1.0 / 1000.0)
-        assert recipe.augment == {} and recipe.lr_scale == 1.0
+        assert recipe.lr_scale == 1.0
 
 
 def test_the_base_learning_rate_scale_falls_from_short_to_long_runs():
@@ -77,8 +76,6 @@ def test_a_short_cpu_budget_plans_the_recipe():
     assert plan.n_stages == 3 and min(plan.epochs) >= 1
     budget = choice.time_budget(100.0)
     assert budget.seconds == 100.0 and budget.stage_ratio == choice.stage_ratio
-    augmenter = choice.augmenter()
-    assert isinstance(augmenter, Augmenter) and augmenter.out_size == choice.image_size
 
 
 def test_caller_choices_are_kept():

@@ -18,7 +18,6 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from .augment import Augmenter
 from .runtime import resolve_device
 from .schedule import DEFAULT_EPOCHS, StagePlan, default_base_lr
 
@@ -52,10 +51,9 @@ class BudgetChoice(NamedTuple):
     """What :func:`plan_for_budget` chose.
 
     ``stage_ratio`` is the split the plan was made with, in epochs (it is also the
-    most epochs per stage), for :meth:`time_budget`; ``augment`` holds
-    :class:`~tsimcne_widgets.augment.Augmenter` keyword arguments that differ from
-    its defaults, for :meth:`augmenter`; ``num_threads`` is the CPU thread count that
-    trained fastest (None: not measured, on accelerators or when the caller chose).
+    most epochs per stage), for :meth:`time_budget`; ``num_threads`` is the CPU
+    thread count that trained fastest (None: not measured, on accelerators or when
+    the caller or ``OMP_NUM_THREADS`` chose).
     """
 
     backbone: str
@@ -63,16 +61,11 @@ class BudgetChoice(NamedTuple):
     plan: StagePlan
     image_size: tuple[int, int]
     stage_ratio: tuple[float, ...] = DEFAULT_EPOCHS
-    augment: dict | None = None
     num_threads: int | None = None
 
     def time_budget(self, seconds: float) -> "TimeBudget":
         """A :class:`TimeBudget` of ``seconds`` that re-fits with this choice's split."""
         return TimeBudget(float(seconds), stage_ratio=tuple(self.stage_ratio))
-
-    def augmenter(self) -> Augmenter:
-        """The :class:`~tsimcne_widgets.augment.Augmenter` to train with."""
-        return Augmenter(self.image_size, **(self.augment or {}))
 
 
 def _relative_cost(backbone: str, width: int) -> float:
@@ -165,7 +158,6 @@ class Recipe(NamedTuple):
 
     stage_ratio: tuple[float, ...]
     lr_factors: tuple[float, ...]
-    augment: dict
     lr_scale: float = 1.0
 
 
@@ -181,7 +173,7 @@ def _progress(equivalent_epochs: float) -> float:
 
 
 def budget_recipe(equivalent_epochs: float) -> Recipe:
-    """Stage split, learning rates and augmentations for a run of a given length.
+    """Stage split and learning rates for a run of a given length.
 
     Parameters
     ----------
@@ -193,10 +185,9 @@ def budget_recipe(equivalent_epochs: float) -> Recipe:
     -------
     Recipe
         ``stage_ratio`` (epochs per stage, relative; also the most epochs per stage),
-        ``lr_factors`` (per-stage lr relative to stage 1) and ``augment`` (keyword
-        arguments for :class:`~tsimcne_widgets.augment.Augmenter`; empty means its
-        defaults), ``lr_scale`` (base learning rate relative to the paper's
-        ``0.03 * batch / 256``).  At :data:`LONG_RUN_EPOCHS` and above this is exactly
+        ``lr_factors`` (per-stage lr relative to stage 1) and ``lr_scale`` (base
+        learning rate relative to the paper's ``0.03 * batch / 256``).  Augmentations
+        belong to the data (``ImageSet.augmentation``), not to the run length.  At :data:`LONG_RUN_EPOCHS` and above this is exactly
         the paper's schedule.
 
     Examples
@@ -209,10 +200,10 @@ def budget_recipe(equivalent_epochs: float) -> Recipe:
     t = _progress(float(equivalent_epochs))
     paper = tuple(float(e) for e in DEFAULT_EPOCHS)
     if t >= 1.0:
-        return Recipe(paper, (1.0, 1.0, 1.0 / 1000.0), {})
+        return Recipe(paper, (1.0, 1.0, 1.0 / 1000.0))
     ratio = tuple(s + (p - s) * t for s, p in zip(SHORT_RUN_RATIO, paper))
     stage3 = SHORT_RUN_STAGE3_FACTOR * (1.0 / 1000.0 / SHORT_RUN_STAGE3_FACTOR) ** t
-    return Recipe(ratio, (1.0, 1.0, stage3), {}, lr_scale=SHORT_RUN_LR_SCALE ** (1.0 - t))
+    return Recipe(ratio, (1.0, 1.0, stage3), lr_scale=SHORT_RUN_LR_SCALE ** (1.0 - t))
 
 
 @dataclass(frozen=True)
@@ -357,7 +348,7 @@ def plan_for_budget(
     Returns
     -------
     BudgetChoice
-        ``(backbone, width, plan, image_size, stage_ratio, augment)``.
+        ``(backbone, width, plan, image_size, stage_ratio, num_threads)``.
     """
     if not (isinstance(time_budget, (int, float)) and time_budget > 0):
         raise ValueError(f"time_budget must be a positive number of seconds, got {time_budget!r}")
@@ -397,12 +388,17 @@ def plan_for_budget(
 
     resolution = native
     step_time = measure(candidates[0], resolution)
-    threads_chosen_here = num_threads is None and not os.environ.get("OMP_NUM_THREADS")
-    num_threads, step_time = _fastest_thread_count(
-        device, num_threads, step_time, lambda threads: _time_candidate(
-            *candidates[0], resolution, measure_batch, device, hidden_dim, threads
-        )
+    # Only a thread count nobody chose is ours to measure (Binder's start script sets
+    # OMP_NUM_THREADS to the CPU quota).
+    threads_chosen_here = (
+        device.type == "cpu" and num_threads is None and not os.environ.get("OMP_NUM_THREADS")
     )
+    if threads_chosen_here:
+        num_threads, step_time = _fastest_thread_count(
+            step_time, lambda threads: _time_candidate(
+                *candidates[0], resolution, measure_batch, device, hidden_dim, threads
+            )
+        )
     if _equivalent_epochs(epochs_for(step_time)) < target_epochs and max(native) > max_side:
         scale = max_side / max(native)
         resolution = (max(8, round(native[0] * scale)), max(8, round(native[1] * scale)))
@@ -444,7 +440,7 @@ def plan_for_budget(
     if stage_ratio == tuple(float(e) for e in DEFAULT_EPOCHS):
         recipe = budget_recipe(seconds_left() / seconds_per_epoch)
     else:  # the caller chose the split: keep it, with the paper's learning rates
-        recipe = Recipe(stage_ratio, (1.0, 1.0, 1.0 / 1000.0), {})
+        recipe = Recipe(stage_ratio, (1.0, 1.0, 1.0 / 1000.0))
     epochs = _budget_epochs(
         seconds_left(), seconds_per_epoch, recipe.stage_ratio, max_epochs, min_epochs
     )[: len(stage_ratio)]
@@ -464,8 +460,7 @@ def plan_for_budget(
     width = None if chosen[1] is None else int(chosen[1])
     return BudgetChoice(
         chosen[0], width, plan, resolution,
-        stage_ratio=tuple(float(r) for r in recipe.stage_ratio), augment=dict(recipe.augment),
-        num_threads=num_threads,
+        stage_ratio=tuple(float(r) for r in recipe.stage_ratio), num_threads=num_threads,
     )
 
 
@@ -475,19 +470,16 @@ def _describe(candidate) -> str:
     return name if width is None else f"{name}-w{width}"
 
 
-def _fastest_thread_count(device, num_threads, step_time, time_with_threads):
-    """(threads, seconds per step): all cores, or one when that is faster.
+def _fastest_thread_count(step_time, time_with_threads):
+    """(threads, seconds per step) on the CPU: all cores, or one when that is faster.
 
-    On a machine shared with other work (Binder, CI, a second kernel) torch's threads
-    wait for each other while a neighbour holds a core: we measured a step 2.7x slower
-    with 2 threads than with 1 on 2 cores beside one busy process.  Only an automatic
-    thread count on the CPU is reconsidered: ``num_threads`` or the ``OMP_NUM_THREADS``
-    environment variable (Binder's start script sets it to the CPU quota) is the user's.
+    ``step_time`` was measured with all cores.  On a machine shared with other work
+    (Binder, CI, a second kernel) torch's threads wait for each other while a neighbour
+    holds a core: we measured a step 2.7x slower with 2 threads than with 1 on 2 cores
+    beside one busy process.
     """
     from .runtime import set_cpu_threads
 
-    if device.type != "cpu" or num_threads is not None or os.environ.get("OMP_NUM_THREADS"):
-        return num_threads, step_time
     set_cpu_threads(None)
     threads = torch.get_num_threads()
     if threads <= 1:
@@ -525,8 +517,8 @@ def _time_candidate(backbone, width, resolution, batch, device, hidden_dim, num_
 def time_training_steps(trainer, n_steps: int = 3, warmup: int = 1) -> float:
     """Fastest seconds per stage-1 optimiser step of ``trainer`` at its batch size.
 
-    Trains the
-    model for ``warmup + n_steps`` steps outside its plan: use a throw-away trainer.
+    Trains the model for ``warmup + n_steps`` steps outside its plan: use a throw-away
+    trainer.
     """
     if trainer.optimizer is None:
         trainer._enter_stage()

@@ -185,23 +185,20 @@ class TSimCNE(BaseEstimator):
         return batch_size
 
     @staticmethod
-    def _augmenter(size, recipe: dict | None, settings) -> Augmenter:
-        """The recipe's augmentations, overridden by ``settings`` (the user's or the data's)."""
-        options = dict(recipe or {})
-        if settings is not None:
-            if not isinstance(settings, Mapping):
-                raise TypeError(
-                    "augmentation must be a dict of Augmenter keyword arguments, e.g. "
-                    f"{{'crop_scale': (0.5, 1.0)}}, got {settings!r}"
-                )
-            known = set(inspect.signature(Augmenter).parameters) - {"out_size"}
-            unknown = sorted(set(settings) - known)
-            if unknown:
-                raise ValueError(
-                    f"unknown augmentation setting(s) {unknown}; choose from {sorted(known)}"
-                )
-            options.update(settings)
-        return Augmenter(size, **options)
+    def _augmenter(size, settings) -> Augmenter:
+        """The paper's augmentations at ``size``, overridden by ``settings`` (the user's or
+        the data's; None: none)."""
+        settings = {} if settings is None else settings
+        if not isinstance(settings, Mapping):
+            raise TypeError(
+                "augmentation must be a dict of Augmenter keyword arguments, e.g. "
+                f"{{'crop_scale': (0.5, 1.0)}}, got {settings!r}"
+            )
+        known = set(inspect.signature(Augmenter).parameters) - {"out_size"}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ValueError(f"unknown augmentation setting(s) {unknown}; choose from {sorted(known)}")
+        return Augmenter(size, **settings)
 
     def _backbone_is_fixed(self) -> bool:
         named_width = isinstance(self.backbone, str) and "-w" in self.backbone
@@ -218,7 +215,7 @@ class TSimCNE(BaseEstimator):
         batch_size = self._check_training_set(images)
         # the user's settings win over the data's; checked before any time is spent measuring
         settings = self.augmentation if self.augmentation is not None else images.augmentation
-        user_augmenter = None if settings is None else self._augmenter(images.image_size, {}, settings)
+        user_augmenter = None if settings is None else self._augmenter(images.image_size, settings)
         resolution = time_budget = augmenter = None
         num_threads = self.num_threads
         if self.time_budget is not None:
@@ -238,7 +235,7 @@ class TSimCNE(BaseEstimator):
             plan, resolution = choice.plan, choice.image_size
             seconds_left = self.time_budget - (time.perf_counter() - started)
             time_budget = choice.time_budget(seconds_left)
-            augmenter = self._augmenter(resolution, choice.augment, settings)
+            augmenter = self._augmenter(resolution, settings)
             num_threads = choice.num_threads
         else:
             plan = StagePlan.from_total_epochs(
