@@ -7,22 +7,11 @@ imports torch until training starts.
 
 from __future__ import annotations
 
-import importlib
+from tsimcne_widgets._lazy import lazy_exports
 
 __all__ = ["Explorer", "MapCanvas"]
 
 _HOME = {"Explorer": "explorer", "MapCanvas": "canvas"}
 
 
-def __getattr__(name: str):
-    try:
-        module_name = _HOME[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f"{__name__}.{module_name}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(globals(), _HOME)
