@@ -152,6 +152,24 @@ def test_callback_returning_true_stops(images):
     assert seen[-1].state == "stopped" and seen[-1].step == trainer.step
 
 
+def test_stop_at_the_end_of_a_stage_keeps_its_trained_output(images, tmp_path):
+    # Stop pressed while the last stage-1 epoch reports (a callback runs on the training
+    # thread; from another thread Stop can land at the same moment).
+    def press_stop(snapshot):
+        if snapshot.stage == 1 and snapshot.epoch == snapshot.epochs_in_stage:
+            trainer.stop()
+
+    trainer = make_trainer(images, epochs=(2, 1, 1), callbacks=[press_stop])
+    assert trainer.run() == "stopped"
+    assert trainer.stage == 1 and trainer.epoch == 2 and not trainer.output_layer_replaced
+    stage1_map = trainer.latest_snapshot.embedding
+    assert trainer.embed().shape[1] == TINY["projection_dim"]  # the trained 128-D-style output
+    np.testing.assert_allclose(trainer.compute_map()[0], stage1_map, atol=1e-5)
+    resumed = Trainer.resume_from(trainer.save_checkpoint(tmp_path / "stopped.pt"), images)
+    assert resumed.run() == "finished"  # and it goes on into stage 2 from there
+    assert resumed.stage == 3 and resumed.embed().shape[1] == 2
+
+
 def test_callback_exception_fails_the_run(images):
     def broken(snapshot):
         raise KeyError("broken callback")

@@ -31,6 +31,7 @@ from .runtime import (
     has_narrow_strided_conv,
     images_to_tensor,
     pca_2d,
+    release_idle_openmp_threads,
     resolve_device,
     set_cpu_threads,
 )
@@ -259,6 +260,7 @@ class Trainer:
     def start(self) -> "Trainer":
         """Run :meth:`run` in a daemon thread and return at once."""
         self._claim_run()
+        release_idle_openmp_threads()  # this thread's OpenMP team would slow the new one
         self._thread = threading.Thread(target=self._execute_in_background,
                                         name="tsimcne-trainer", daemon=True)
         self._thread.start()
@@ -382,6 +384,10 @@ class Trainer:
         while self.stage <= self.plan.n_stages:
             if self.epoch >= self.plan.epochs[self.stage - 1]:
                 if self.stage == self.plan.n_stages:
+                    return
+                if self._stop_requested.is_set():
+                    # Stopped at the end of a stage: keep its trained output layer, not
+                    # a fresh random one that no step has trained yet.
                     return
                 with self.model_lock:
                     self.stage, self.epoch = self.stage + 1, 0

@@ -22,8 +22,9 @@ DEFAULT_WIDGET_BUDGET = 600.0
 #: The trainer's ``map_time_fraction`` in the widget.  A map (one forward pass over all
 #: images) costs about a tenth of an epoch, and the kernel's redraws compete for the
 #: same cores, so the trainer's default of 0.1 alone would cost the widget ~9 % of its
-#: training throughput; at 0.05 a map follows every third epoch or so.
-WIDGET_MAP_TIME_FRACTION = 0.05
+#: training throughput.  At 0.05 the widget still trained at only 0.84-0.90 of headless
+#: speed (benchmarks/widget_throughput.py); at 0.03 a map follows every few seconds.
+WIDGET_MAP_TIME_FRACTION = 0.03
 _ACTIVE = ("starting", "running", "paused", "stopping")
 _DEFAULT_EPOCHS = (1000, 50, 450)
 
@@ -208,6 +209,11 @@ class TrainingSession:
         def callback(snapshot) -> bool:
             return self._receive(generation, snapshot)
 
+        from ..runtime import release_idle_openmp_threads
+
+        # Start runs on the kernel's thread; its OpenMP team (from any earlier torch
+        # work there) would make the training thread's workers sleep between kernels.
+        release_idle_openmp_threads()
         self._thread = threading.Thread(
             target=self._run, args=(build, estimator, callback, generation),
             name="tsimcne-explorer-training", daemon=True,
