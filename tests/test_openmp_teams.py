@@ -19,6 +19,7 @@ import pytest
 
 SCRIPT = r"""
 import json, os, resource, threading
+import sklearn.neighbors  # loads scikit-learn's own copy of libgomp beside torch's
 import torch
 from tsimcne_widgets.runtime import available_cores, release_idle_openmp_threads
 

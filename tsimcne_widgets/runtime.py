@@ -139,21 +139,23 @@ def set_cpu_threads(num_threads: int | None) -> None:
         torch.set_num_threads(int(num_threads))
 
 
-def _loaded_libgomp() -> ctypes.CDLL | None:
-    """GNU OpenMP as loaded by torch (Linux wheels), or None elsewhere."""
+def _loaded_libgomps() -> list[ctypes.CDLL]:
+    """Every GNU OpenMP runtime in this process (torch's, and e.g. scikit-learn's copy)."""
     try:
         with open("/proc/self/maps", encoding="utf-8") as maps:
             paths = {line.split()[-1] for line in maps if "libgomp" in line}
     except OSError:
-        return None
+        return []
+    libraries = []
     for path in sorted(paths):
         try:
             library = ctypes.CDLL(path)  # already loaded: the same handle, nothing new runs
         except OSError:
             continue
         if hasattr(library, "omp_pause_resource_all"):
-            return library
-    return None
+            library.omp_pause_resource_all.argtypes = [ctypes.c_int]
+            libraries.append(library)
+    return libraries
 
 
 def release_idle_openmp_threads() -> bool:
@@ -170,15 +172,15 @@ def release_idle_openmp_threads() -> bool:
     Returns
     -------
     bool
-        Whether a team could be released (False without GNU OpenMP, e.g. on macOS).
+        Whether a runtime accepted the release (False without GNU OpenMP, e.g. on
+        macOS).
     """
-    library = _loaded_libgomp()
-    if library is None:
-        return False
-    library.omp_pause_resource_all.argtypes = [ctypes.c_int]
-    # omp_pause_soft (1): only the calling thread's idle team; a no-op inside a
-    # parallel region, so it cannot disturb work in progress.
-    return library.omp_pause_resource_all(1) == 0
+    # Each copy of libgomp keeps its own teams, and which copy torch uses is not
+    # recorded anywhere public (scikit-learn ships another): release them all.
+    # omp_pause_soft (1) frees only the calling thread's idle team and does nothing
+    # inside a parallel region, so it cannot disturb work in progress.
+    results = [library.omp_pause_resource_all(1) == 0 for library in _loaded_libgomps()]
+    return any(results)
 
 
 def has_narrow_strided_conv(model: torch.nn.Module) -> bool:
