@@ -114,6 +114,23 @@ def test_spread_grows_points_into_discs():
     assert filled[10, 8:13].all() and filled[8:13, 10].all() and not filled[8, 8]
 
 
+def test_spread_where_discs_meet_the_more_opaque_point_wins():
+    from tsimcne_widgets.render.raster import _spread
+
+    rgba = np.zeros((5, 9, 4), dtype=np.uint8)
+    rgba[2, 2] = [255, 0, 0, 120]  # faint red
+    rgba[2, 5] = [0, 0, 255, 250]  # opaque blue, three pixels to the right
+    rgba[2, 6] = [0, 255, 0, 250]  # opaque green beside it, same opacity
+    grown = _spread(rgba, 1)
+    assert grown[2, 3].tolist() == [255, 0, 0, 120]  # only red reaches it
+    assert grown[2, 4].tolist() == [0, 0, 255, 250]  # red and blue reach it: blue wins
+    # Equal opacity: a point keeps its own colour rather than its neighbour's.
+    assert grown[2, 5].tolist() == [0, 0, 255, 250]
+    assert grown[2, 6].tolist() == [0, 255, 0, 250]
+    assert grown[2, 2].tolist() == [255, 0, 0, 120] and grown[0, 2, 3] == 0
+    assert rgba[2, 3, 3] == 0  # the input is left alone
+
+
 def test_empty_nan_and_degenerate_inputs():
     rasterizer = Rasterizer(None)
     assert not rasterizer.render(np.zeros((0, 2)), None, width=30, height=20).any()

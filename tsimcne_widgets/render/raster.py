@@ -444,16 +444,24 @@ def _disc_offsets(radius: int) -> list[tuple[int, int]]:
 
 
 def _spread(rgba: np.ndarray, radius: int) -> np.ndarray:
-    """Grow every non-empty pixel into a disc; where discs meet, the more opaque wins."""
+    """Grow every non-empty pixel into a disc; where discs meet, the more opaque wins.
+
+    Runs on every live redraw, so pixels move as whole uint32 words under a mask
+    written in place (boolean fancy indexing was 4x slower).
+    """
     if radius <= 0:
         return rgba
     height, width = rgba.shape[:2]
     out = rgba.copy()
+    out_pixels, source_pixels = out.view(np.uint32)[..., 0], rgba.view(np.uint32)[..., 0]
+    out_alpha, source_alpha = out[..., 3], rgba[..., 3]
+    stronger = np.empty((height, width), dtype=bool)
     for dy, dx in _disc_offsets(radius):
-        target = out[max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)]
-        source = rgba[max(-dy, 0) : height + min(-dy, 0), max(-dx, 0) : width + min(-dx, 0)]
-        stronger = source[..., 3] > target[..., 3]
-        target[stronger] = source[stronger]
+        target = (slice(max(dy, 0), height + min(dy, 0)), slice(max(dx, 0), width + min(dx, 0)))
+        source = (slice(max(-dy, 0), height + min(-dy, 0)), slice(max(-dx, 0), width + min(-dx, 0)))
+        mask = stronger[target]
+        np.greater(source_alpha[source], out_alpha[target], out=mask)
+        np.copyto(out_pixels[target], source_pixels[source], where=mask)
     return out
 
 
