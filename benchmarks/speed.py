@@ -204,6 +204,68 @@ def time_ours(images, config: dict, args) -> float:
     return args.batch / seconds
 
 
+def training_flops_per_image(images, args) -> float:
+    """Floating-point operations of one training step per image (both views, fwd + bwd).
+
+    Counted by ``torch.utils.flop_counter`` (convolutions and matrix products, which
+    are nearly all of the work) on a small batch; the count is linear in the batch.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tsimcne_widgets.schedule import StagePlan
+    from tsimcne_widgets.trainer import Trainer
+
+    batch = 8
+    plan = StagePlan.from_total_epochs((1,), batch * 2, batch)
+    trainer = Trainer(images[:batch * 2], plan, backbone=f"resnet18-w{args.width}",
+                      device="cpu", random_state=0)
+    trainer._enter_stage()
+    with FlopCounterMode(display=False) as counter:
+        trainer._train_step(trainer.images[torch.arange(batch)])
+    return counter.get_total_flops() / batch
+
+
+def matmul_peak_flops(device, size: int = 4096, repeats: int = 4) -> float:
+    """Best fp32 FLOP/s of a square matrix product on ``device``: this machine's roof."""
+    import torch
+
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best
+
+
+def roofline_lines(flops_per_image, peak, rows, main_label, reference) -> list[str]:
+    """How close each side runs to the machine's measured fp32 matmul rate."""
+    ceiling = peak / flops_per_image
+    lines = ["", "## Roofline (fp32)", "",
+             f"One training image (two views, forward and backward) costs "
+             f"{flops_per_image / 1e9:.2f} GFLOP; this machine's fp32 matrix product ran at "
+             f"{peak / 1e9:.0f} GFLOP/s, so no implementation that does this arithmetic in fp32 "
+             f"can exceed **{ceiling:.1f} images/s** here (only a different algorithm, such "
+             f"as Winograd convolution, or lower precision could).", "",
+             "| implementation | images/s | share of the roof |", "|---|---|---|"]
+    if reference:
+        lines.append(f"| reference | {_median(reference):.1f} | "
+                     f"{_median(reference) / ceiling:.0%} |")
+    lines.append(f"| ours, {main_label} | {_median(rows[main_label]):.1f} | "
+                 f"{_median(rows[main_label]) / ceiling:.0%} |")
+    if reference:
+        lines += ["", f"The largest speed-up over the reference this hardware allows at this "
+                      f"model and precision: **{ceiling / _median(reference):.2f}×** "
+                      f"(measured: {_median(rows[main_label]) / _median(reference):.2f}×)."]
+    return lines
+
+
 def time_full_epoch(images, args) -> tuple[float, float]:
     """Seconds of one real training epoch over ``images`` (after warm-up steps)."""
     from tsimcne_widgets.budget import time_training_steps
@@ -229,7 +291,8 @@ def _fmt(values):
     return ", ".join(f"{v:.1f}" for v in values)
 
 
-def build_report(args, hardware, rows, reference, reference_info, loads, command, epoch_line):
+def build_report(args, hardware, rows, reference, reference_info, loads, command, epoch_line,
+                 roofline=()):
     lines = [f"# Training speed: {args.title}", "", *hardware]
     lines += [f"- load average (1/5/15 min) before each measurement: {', '.join(loads)}", ""]
     lines += [f"Command: `{command}`", ""]
@@ -255,6 +318,7 @@ def build_report(args, hardware, rows, reference, reference_info, loads, command
                       f"{reference_info.get('step_seconds')}."]
     if epoch_line:
         lines += ["", epoch_line]
+    lines += list(roofline)
     return "\n".join(lines) + "\n"
 
 
@@ -360,9 +424,13 @@ def main(argv=None) -> int:
                           f"(resnet18-w{args.width}, batch {args.batch}, stage 1): "
                           f"{seconds:.2f} s ({rate:.0f} images/s).")
         print(epoch_line)
+    roofline = ()
+    if on_cpu:  # the GPU runs bf16: an fp32 roof would not bound it
+        flops = training_flops_per_image(images, args)
+        roofline = roofline_lines(flops, matmul_peak_flops(device), rows, main_label, reference)
     command = "python benchmarks/speed.py " + " ".join(argv)
     report = build_report(args, hardware, rows, reference, reference_info, loads,
-                          command.strip(), epoch_line)
+                          command.strip(), epoch_line, roofline)
     print(report)
     if reference:
         ratio = _median(rows[main_label]) / _median(reference)
