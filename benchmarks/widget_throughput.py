@@ -34,7 +34,7 @@ tests' server helpers (``tests/e2e/jupyter.py``).
 
 Examples
 --------
-    python benchmarks/widget_throughput.py                       # CPU, ~45 s per run, 2 rounds
+    python benchmarks/widget_throughput.py                       # CPU, ~40 s per run, 5 rounds
     python benchmarks/widget_throughput.py --out benchmarks/results/widget-throughput-cpu.md
     python benchmarks/widget_throughput.py --browser           # plus one run in JupyterLab
     python benchmarks/widget_throughput.py --epochs 20 2 9 --rounds 1
@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -282,8 +283,49 @@ def run_browser(params: dict, args) -> dict:
                 return page.kernel_json("time.perf_counter() - _started")
 
             train(sum(WARM_UP_EPOCHS))
+            busy, groups = machine_busy_seconds(), cpu_by_process_group()
             wall = train(sum(params["total_epochs"]))
-            return page.kernel_json(f"probe.result({wall!r})")
+            result = page.kernel_json(f"probe.result({wall!r})")
+            after = cpu_by_process_group()
+            # Everything on the machine in that time: the kernel, Chromium drawing the
+            # map and running BokehJS, the Jupyter server relaying comm messages.
+            result["machine_cpu"] = machine_busy_seconds() - busy
+            result["group_cpu"] = {name: after.get(name, 0.0) - groups.get(name, 0.0)
+                                   for name in after}
+            return result
+
+
+_PROCESS_GROUPS = (("kernel", "ipykernel"), ("Chromium", "chrom"),
+                   ("Jupyter server", "jupyter"))
+
+
+def cpu_by_process_group() -> dict[str, float]:
+    """CPU seconds so far of the kernel, the browser and the server processes (Linux)."""
+    totals = dict.fromkeys((name for name, _ in _PROCESS_GROUPS), 0.0)
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                command = handle.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        for name, marker in _PROCESS_GROUPS:  # first match: the kernel's command names jupyter too
+            if marker in command:
+                totals[name] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+                break
+    return totals
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes on this machine have used since boot (Linux)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # without guest time
 
 
 # ---------------------------------------------------------------------- report
@@ -335,7 +377,13 @@ def build_report(args, hardware, description, epochs, rows, browser, command) ->
                   f"({browser['rate'] / h_rate:.3f} of the headless median; steps only "
                   f"{browser['steps_rate']:.0f}), {browser['snapshots']} snapshots, "
                   f"{browser['applied']} applied, {browser['frames']} frames rendered, "
-                  f"kernel CPU in updates {browser['apply_cpu']:.2f} s.", ""]
+                  f"kernel CPU in updates {browser['apply_cpu']:.2f} s.  CPU used meanwhile "
+                  f"({browser['wall']:.0f} s): "
+                  + ", ".join(f"{name} {seconds:.1f} s ({seconds / browser['wall']:.2f} of a "
+                              "core)" for name, seconds in browser["group_cpu"].items())
+                  + f"; the whole machine {browser['machine_cpu']:.1f} s.  A browser on the "
+                  "same cores takes its share from training; on Binder it runs on the "
+                  "user's computer.", ""]
     lines += ["images/s = images trained / the trainer's `elapsed` (its training loop's wall "
               "time: steps, maps, callbacks).  'steps only' divides by the epochs' own "
               "timing; 'outside steps' is the loop time spent on maps, snapshots and stage "
@@ -352,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default cpu)")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--seconds", type=float, default=45.0,
                         help="approximate length of each run; epochs chosen after a warm-up "

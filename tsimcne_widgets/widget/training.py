@@ -22,8 +22,8 @@ DEFAULT_WIDGET_BUDGET = 600.0
 #: The trainer's ``map_time_fraction`` in the widget.  A map (one forward pass over all
 #: images) costs about a tenth of an epoch, and the kernel's redraws compete for the
 #: same cores, so the trainer's default of 0.1 alone would cost the widget ~9 % of its
-#: training throughput.  At 0.05 the widget still trained at only 0.84-0.90 of headless
-#: speed (benchmarks/widget_throughput.py); at 0.03 a map follows every few seconds.
+#: training throughput; at 0.03 maps cost ~3 % and still come every two seconds or so
+#: (17 in a 36 s run of benchmarks/widget_throughput.py).
 WIDGET_MAP_TIME_FRACTION = 0.03
 _ACTIVE = ("starting", "running", "paused", "stopping")
 _DEFAULT_EPOCHS = (1000, 50, 450)
