@@ -165,8 +165,8 @@ def release_idle_openmp_threads() -> bool:
     teams together hold more threads than there are cores (the kernel's main thread
     ran torch once, a training thread now runs it on all cores), libgomp cuts its
     workers' spin-wait from ~300,000 to 100 spins, so they sleep and wake around every
-    parallel region: on 2 cores, ~5,000 context switches a second and a training thread
-    5-10 % slower.  Call this on the thread that is about to hand training to another
+    parallel region: on 2 cores, thousands of context switches a second and a training
+    thread 5-20 % slower.  Call this on the thread that is about to hand training to another
     one; its team is rebuilt if it runs parallel torch code again.
 
     Returns
