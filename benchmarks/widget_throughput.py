@@ -283,6 +283,15 @@ def run_browser(params: dict, args) -> dict:
                 return page.kernel_json("time.perf_counter() - _started")
 
             train(sum(WARM_UP_EPOCHS))
+            # The same page and once-a-second polling with no training: the browser's
+            # and server's cost that is not the streaming map's.
+            idle_groups, idle_started = cpu_by_process_group(), time.perf_counter()
+            for _ in range(20):
+                page.kernel_json("explorer.training.wait(timeout=0)")
+                time.sleep(1.0)
+            idle_after, idle_wall = cpu_by_process_group(), time.perf_counter() - idle_started
+            idle_share = {name: (idle_after[name] - idle_groups[name]) / idle_wall
+                          for name in idle_after}
             busy, groups = machine_busy_seconds(), cpu_by_process_group()
             wall = train(sum(params["total_epochs"]))
             result = page.kernel_json(f"probe.result({wall!r})")
@@ -292,6 +301,7 @@ def run_browser(params: dict, args) -> dict:
             result["machine_cpu"] = machine_busy_seconds() - busy
             result["group_cpu"] = {name: after.get(name, 0.0) - groups.get(name, 0.0)
                                    for name in after}
+            result["idle_share"] = idle_share
             return result
 
 
@@ -381,7 +391,11 @@ def build_report(args, hardware, description, epochs, rows, browser, command) ->
                   f"({browser['wall']:.0f} s): "
                   + ", ".join(f"{name} {seconds:.1f} s ({seconds / browser['wall']:.2f} of a "
                               "core)" for name, seconds in browser["group_cpu"].items())
-                  + f"; the whole machine {browser['machine_cpu']:.1f} s.  A browser on the "
+                  + f"; the whole machine {browser['machine_cpu']:.1f} s.  With the same page "
+                  "and polling but no training (20 s): "
+                  + ", ".join(f"{name} {share:.2f} of a core"
+                              for name, share in browser["idle_share"].items())
+                  + ".  A browser on the "
                   "same cores takes its share from training; on Binder it runs on the "
                   "user's computer.", ""]
     lines += ["images/s = images trained / the trainer's `elapsed` (its training loop's wall "
