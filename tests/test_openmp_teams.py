@@ -60,25 +60,28 @@ def test_a_released_team_lets_a_background_thread_spin():
 
 
 def test_trainer_and_widget_release_the_starting_threads_team(monkeypatch):
+    import threading
+
     import numpy as np
 
     import tsimcne_widgets.runtime as runtime
-    import tsimcne_widgets.trainer as trainer_module
     from tsimcne_widgets.schedule import StagePlan
     from tsimcne_widgets.trainer import Trainer
     from tsimcne_widgets.widget.explorer import Explorer
 
-    calls = []
-    monkeypatch.setattr(trainer_module, "release_idle_openmp_threads", lambda: calls.append("trainer"))
-    monkeypatch.setattr(runtime, "release_idle_openmp_threads", lambda: calls.append("widget"))
+    # Both start their thread through training_threads.start_training_thread, which
+    # must release the team of the thread that calls it (not of the new thread).
+    released_on = []
+    monkeypatch.setattr(runtime, "release_idle_openmp_threads",
+                        lambda: released_on.append(threading.current_thread().name))
     images = np.zeros((8, 8, 8, 3), dtype=np.uint8)
     trainer = Trainer(images, StagePlan.from_total_epochs((1,), 8, 8), backbone="resnet10",
                       backbone_width=8, hidden_dim=16, projection_dim=8, device="cpu")
-    trainer.start().wait(timeout=120)
-    assert calls == ["trainer"]
+    assert trainer.start().wait(timeout=120) and trainer.state == "finished"
+    assert released_on == [threading.current_thread().name]
 
     explorer = Explorer(images, total_epochs=(1,), batch_size=8, backbone="resnet10",
                         backbone_width=8, hidden_dim=16, projection_dim=8, device="cpu")
     explorer.start()
     assert explorer.wait(timeout=120) and explorer.state == "finished"
-    assert calls == ["trainer", "widget"]
+    assert released_on == [threading.current_thread().name] * 2

@@ -31,12 +31,11 @@ from .runtime import (
     has_narrow_strided_conv,
     images_to_tensor,
     pca_2d,
-    release_idle_openmp_threads,
     resolve_device,
     set_cpu_threads,
 )
 from .schedule import StagePlan
-from .shutdown import running
+from .training_threads import start_training_thread
 from .snapshot import STATES, Snapshot
 
 if TYPE_CHECKING:  # budget imports this module
@@ -260,17 +259,8 @@ class Trainer:
     def start(self) -> "Trainer":
         """Run :meth:`run` in a daemon thread and return at once."""
         self._claim_run()
-        release_idle_openmp_threads()  # this thread's OpenMP team would slow the new one
-        self._thread = threading.Thread(target=self._execute_in_background,
-                                        name="tsimcne-trainer", daemon=True)
-        self._thread.start()
+        self._thread = start_training_thread(self._execute, self.stop, name="tsimcne-trainer")
         return self
-
-    def _execute_in_background(self) -> None:
-        # Stopped and joined at interpreter exit: a daemon thread killed inside torch
-        # aborts the process (see shutdown.py).
-        with running(self.stop):
-            self._execute()
 
     def run(self) -> str:
         """Train to the end (blocking) and return the final state.

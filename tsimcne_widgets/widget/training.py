@@ -209,24 +209,13 @@ class TrainingSession:
         def callback(snapshot) -> bool:
             return self._receive(generation, snapshot)
 
-        from ..runtime import release_idle_openmp_threads
+        from ..training_threads import start_training_thread
 
-        # Start runs on the kernel's thread; its OpenMP team (from any earlier torch
-        # work there) would make the training thread's workers sleep between kernels.
-        release_idle_openmp_threads()
-        self._thread = threading.Thread(
-            target=self._run, args=(build, estimator, callback, generation),
-            name="tsimcne-explorer-training", daemon=True,
+        # Building (budget timing) and training both run there, stopped at exit.
+        self._thread = start_training_thread(
+            lambda: self._run_session(build, estimator, callback, generation),
+            self.stop, name="tsimcne-explorer-training",
         )
-        self._thread.start()
-
-    def _run(self, build, estimator, callback, generation: int) -> None:
-        from ..shutdown import running
-
-        # Stopped and joined at interpreter exit: a daemon thread killed inside torch
-        # (building, timing or training) aborts the process.
-        with running(self.stop):
-            self._run_session(build, estimator, callback, generation)
 
     def _run_session(self, build, estimator, callback, generation: int) -> None:
         trainer, failure = None, None

@@ -1,4 +1,8 @@
-"""Stop background training before the interpreter exits.
+"""Background training threads: started after releasing the caller's OpenMP team, and
+stopped before the interpreter exits.
+
+Every training thread (``Trainer.start``, the widget's Start) begins with
+:func:`start_training_thread`, so both concerns live in one place.
 
 Training threads are daemon threads, so that a forgotten run never keeps Python alive.
 But at exit Python ends a daemon thread wherever it is, and when that is inside torch's
@@ -18,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-__all__ = ["running", "stop_all", "EXIT_TIMEOUT"]
+__all__ = ["start_training_thread", "running", "stop_all", "EXIT_TIMEOUT"]
 
 #: Seconds the exit hook waits, in all, for the training threads to stop.
 EXIT_TIMEOUT = 30.0
@@ -45,6 +49,35 @@ def running(stop: Callable[[], object]) -> Iterator[None]:
     finally:
         with _lock:
             _runs.pop(token, None)
+
+
+def start_training_thread(
+    target: Callable[[], object], stop: Callable[[], object], name: str
+) -> threading.Thread:
+    """Run ``target`` in a new daemon thread, registered to be stopped at exit.
+
+    Parameters
+    ----------
+    target : callable
+        The training work (building the trainer, training, reporting).
+    stop : callable
+        Asks that work to end soon; called at interpreter exit.
+    name : str
+        The thread's name.
+    """
+    from .runtime import release_idle_openmp_threads
+
+    # The calling thread's idle OpenMP team (from torch work there, e.g. the kernel's
+    # main thread) would make the new thread's OpenMP workers sleep between kernels.
+    release_idle_openmp_threads()
+
+    def run() -> None:
+        with running(stop):
+            target()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 def stop_all(timeout: float = EXIT_TIMEOUT) -> bool:
