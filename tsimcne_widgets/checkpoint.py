@@ -236,13 +236,6 @@ def _numpy_rng_state() -> dict:
     }
 
 
-def _set_numpy_rng_state(state: Mapping[str, Any]) -> None:
-    keys = state["keys"].numpy().astype(np.uint32)
-    np.random.set_state(
-        (state["name"], keys, state["position"], state["has_gauss"], state["cached_gaussian"])
-    )
-
-
 def _epoch_in_progress(trainer) -> dict | None:
     order = getattr(trainer, "_epoch_order", None)
     if order is None:
@@ -260,9 +253,10 @@ def training_state(trainer) -> dict:
     Model and optimiser state, the position (stage, completed epochs of the stage,
     steps, and for a checkpoint taken mid-epoch the epoch's batch order, steps done and
     loss so far, so that resuming continues at the next step), the plan, network and
-    augmentation settings, the seed, every random generator's state (torch's global CPU
-    generator, the trainer's CPU and device generators, numpy's global generator), the
-    per-epoch losses and the latest map.
+    augmentation settings, the seed, the random state (the trainer's own CPU and device
+    generators, which are all it draws from; the process-wide torch and numpy states are
+    stored too, for older readers, but never restored), the per-epoch losses and the
+    latest map.
     """
     model_state = trainer.model.state_dict()
     return {
@@ -301,6 +295,10 @@ def restore_training_state(trainer, state: Mapping[str, Any]) -> None:
     dict fits; the optimiser state is kept for the stage's next step unless the stage is
     complete (the next stage starts a fresh optimiser).  A checkpoint taken mid-epoch
     continues that epoch: same batch order, from the next step.
+
+    Only the trainer's own generators are restored: the process-wide torch and numpy
+    random states belong to the user (a widget resumes in a background thread while
+    the notebook keeps drawing from them), and the trainer never draws from them.
     """
     trainer.stage, trainer.epoch = int(state["stage"]), int(state["epoch"])
     trainer.step = int(state["step"])
@@ -331,11 +329,9 @@ def restore_training_state(trainer, state: Mapping[str, Any]) -> None:
     stage_done = trainer.epoch >= trainer.plan.epochs[trainer.stage - 1]
     trainer.pending_optimizer_state = None if stage_done else state["optimizer"]
     rng = state["rng"]
-    torch.set_rng_state(rng["torch_cpu"])
     trainer.cpu_generator.set_state(rng["cpu_generator"])
     if rng["device_type"] == trainer.device.type:
         trainer.device_generator.set_state(rng["device_generator"])
-    _set_numpy_rng_state(rng["numpy"])
     if state.get("embedding") is not None:
         embedding = state["embedding"].numpy().astype(np.float32)
         embedding.flags.writeable = False

@@ -2,13 +2,14 @@
 
 Layout (every file optional except ``explorer.json``)::
 
-    explorer.json     format version, TSimCNE params, colouring, training state
+    explorer.json     format version, TSimCNE params, colouring, training state, and the
+                      images' augmentation settings and skipped files (ImageSet)
     images.npy        uint8 (N, H, W, 3), unless every image has a readable source file
     sources.csv       source path of each image (the images are re-read from them)
     labels.json       one label per image
     metadata.json     extra per-image columns (pandas "table" JSON, keeps dtypes)
     map.npy           the newest map, float32 (N, 2)
-    replay.npz        replay frames, float16 (F, N, 2), with replay_infos.json
+    replay.npy        replay frames, float16 (F, N, 2), with replay_infos.json
     tags.csv          long-format tags (TagStore.save)
     selection.npy     selected indices
     checkpoint.pt     training checkpoint (weights_only loading), to continue training
@@ -54,6 +55,35 @@ def _json_safe_params(params: dict) -> dict:
     return safe
 
 
+def _json_plain(value):
+    # Tuples become lists (restored as tuples by _tuples_back), numpy scalars numbers.
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_json_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _json_plain(item) for key, item in value.items()}
+    return value
+
+
+def _tuples_back(value):
+    if isinstance(value, list):
+        return tuple(_tuples_back(item) for item in value)
+    return value
+
+
+def _augmentation_json(augmentation) -> dict | None:
+    if augmentation is None:
+        return None
+    plain = _json_plain(dict(augmentation))
+    try:
+        json.dumps(plain)
+    except TypeError:
+        raise ValueError(f"the images' augmentation {dict(augmentation)!r} cannot be saved; "
+                         "use plain numbers and tuples") from None
+    return plain
+
+
 def save_explorer(explorer, path, overwrite: bool = False, include_images: bool | None = None
                   ) -> Path:
     """Write ``explorer``'s session to folder ``path`` (see the module docstring).
@@ -96,6 +126,8 @@ def save_explorer(explorer, path, overwrite: bool = False, include_images: bool 
         "color_by": explorer._color_column,
         "training_state": training.state if not training.active else "stopped",
         "provisional": bool(explorer._provisional),
+        "augmentation": _augmentation_json(image_set.augmentation),
+        "skipped": [[path, reason] for path, reason in image_set.skipped],
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
@@ -128,7 +160,7 @@ def save_explorer(explorer, path, overwrite: bool = False, include_images: bool 
             manifest["checkpoint"] = "checkpoint.pt"
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1))
         if folder.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=parent))
+            backup = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
             os.replace(folder, backup / "old")
             os.replace(tmp, folder)
             shutil.rmtree(backup, ignore_errors=True)
@@ -152,7 +184,8 @@ def _save_replay(replay, folder: Path) -> None:
 def load_explorer(cls, path, **kwargs):
     """Rebuild an Explorer from a folder written by :func:`save_explorer`.
 
-    ``kwargs`` go to the Explorer (display options such as ``canvas_width``).
+    ``kwargs`` go to the Explorer (display options such as ``canvas_width``, or
+    TSimCNE parameters such as ``device``, which override the saved ones).
     """
     from ..data import ImageSet, load_images
 
@@ -173,25 +206,31 @@ def load_explorer(cls, path, **kwargs):
     if (folder / "sources.csv").is_file():
         paths = pd.read_csv(folder / "sources.csv", dtype=str, keep_default_na=False)["path"]
         paths = tuple(paths)
+    augmentation = manifest.get("augmentation")
+    if augmentation is not None:
+        augmentation = {key: _tuples_back(value) for key, value in augmentation.items()}
+    skipped = tuple((str(path), str(reason)) for path, reason in manifest.get("skipped", ()))
+    restored = dict(labels=labels, paths=paths, skipped=skipped, augmentation=augmentation)
     metadata = None
     if (folder / "metadata.json").is_file():
         metadata = pd.read_json(folder / "metadata.json", orient="table")
     if (folder / "images.npy").is_file():
         images = np.load(folder / "images.npy", allow_pickle=False)
-        image_set = ImageSet(images, labels=labels, paths=paths, metadata=metadata)
+        image_set = ImageSet(images, metadata=metadata, **restored)
     elif paths is not None:
         height, width = manifest["image_shape"][:2]
         image_set = load_images(list(paths), labels=labels, image_size=(height, width))
         if len(image_set) != n:
             raise ValueError(f"only {len(image_set)} of the {n} source images could be read "
                              f"again; {len(image_set.skipped)} are missing or broken")
-        image_set = ImageSet(image_set.images, labels=labels, paths=paths, metadata=metadata)
+        image_set = ImageSet(image_set.images, metadata=metadata, **restored)
     else:
         raise FileNotFoundError(f"{str(folder)!r} holds neither images.npy nor sources.csv")
     if len(image_set) != n:
         raise ValueError(f"the session describes {n} images but {len(image_set)} were found")
 
-    explorer = cls(image_set, **kwargs, **manifest.get("params", {}))
+    params = {**manifest.get("params", {}), **kwargs}  # the caller's arguments win
+    explorer = cls(image_set, **params)
     _restore_state(explorer, folder, manifest)
     return explorer
 

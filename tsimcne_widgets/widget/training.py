@@ -186,8 +186,15 @@ class TrainingSession:
         checkpoint = self.checkpoint
 
         def build(callbacks):
+            # As TSimCNE.resume, except that without a checkpoint_path of the user's the
+            # run writes no checkpoints (as a new run from the widget): the restored one
+            # belongs to the saved session folder, which training never changes.
             return Trainer.resume_from(checkpoint, self.image_set, callbacks=callbacks,
-                                       device=self.params.get("device", "auto"))
+                                       device=estimator.device,
+                                       checkpoint_path=estimator.checkpoint_path,
+                                       compile=estimator.compile,
+                                       progress=estimator.verbose,
+                                       num_threads=estimator.num_threads)
 
         self._launch(build, estimator, keep_replay=True)
 
