@@ -8,8 +8,6 @@ checkpoint when one exists.
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import sys
 import time
 from pathlib import Path
@@ -84,17 +82,25 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _write_map_csv(path: Path, xy, labels, paths=None) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream)
-        columns = ["index", "x", "y", "label"] + (["path"] if paths is not None else [])
-        writer.writerow(columns)
-        for index, (x, y) in enumerate(xy[:, :2]):
-            row = [index, f"{x:.6g}", f"{y:.6g}", "" if labels is None else labels[index]]
-            if paths is not None:
-                row.append(paths[index])
-            writer.writerow(row)
-    os.replace(temporary, path)
+    # Through the package's table writer, like every other table: atomic (no partial file
+    # when the disk fills or the run is interrupted) and safe to open in a spreadsheet
+    # (a folder named "=HYPERLINK(...)" becomes a label that shows as text).
+    import numpy as np
+    import pandas as pd
+
+    from .export import write_table
+
+    n = len(xy)
+    columns = {
+        "index": np.arange(n),
+        # float32 keeps the file as short as the network's own precision warrants.
+        "x": np.asarray(xy[:, 0], dtype=np.float32),
+        "y": np.asarray(xy[:, 1], dtype=np.float32),
+        "label": [""] * n if labels is None else [str(label) for label in labels],
+    }
+    if paths is not None:
+        columns["path"] = list(paths)
+    write_table(pd.DataFrame(columns), path, overwrite=True)
 
 
 def _as_2d(embedding):

@@ -89,7 +89,8 @@ class Trainer:
         Epoch-end maps are skipped while the last one took more than this fraction of
         the time since it; stage ends and the end always get one.
     progress : bool
-        Show a tqdm progress bar.
+        Show progress: a tqdm bar on a terminal or in a notebook, a few whole lines
+        in a log or pipe (see :mod:`tsimcne_widgets.progress`).
     num_threads : int, optional
         CPU threads for torch (process-wide); default all available cores, unless
         the ``OMP_NUM_THREADS`` environment variable chose a number.  On a machine
@@ -366,9 +367,9 @@ class Trainer:
     def _progress_bar(self):
         if not self.progress:
             return None
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        return tqdm(total=self.plan.total_steps, initial=self.step, desc="t-SimCNE", unit="step")
+        return progress_bar(self.plan.total_steps, initial=self.step, desc="t-SimCNE", unit="step")
 
     def _train(self, bar) -> None:
         while self.stage <= self.plan.n_stages:
