@@ -19,7 +19,7 @@ from .augment import Augmenter
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import ImageSet, load_images
 from .models import TSimCNENet, build_backbone
-from .runtime import images_to_tensor, resolve_device
+from .runtime import choose_memory_layout, images_to_tensor, resolve_device
 from .schedule import DEFAULT_EPOCHS, StagePlan
 from .trainer import Trainer
 
@@ -362,6 +362,9 @@ class TSimCNE(BaseEstimator):
         size = self.training_size_
         outputs = []
         model = self.model_
+        # Inputs follow the network's own layout (the trainer's or load()'s choice):
+        # a mixed pair would make every convolution convert one of them.
+        channels_last = _in_channels_last(model)
         was_training = model.training
         model.eval()
         try:
@@ -373,7 +376,8 @@ class TSimCNE(BaseEstimator):
                         x = torch.nn.functional.interpolate(
                             x, size=size, mode="bilinear", align_corners=False, antialias=True
                         ).clamp_(0.0, 1.0)
-                    x = x.contiguous(memory_format=torch.channels_last)
+                    if channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
                     outputs.append(self._project(x).cpu())
         finally:
             model.train(was_training)
@@ -434,7 +438,10 @@ class TSimCNE(BaseEstimator):
         model = TSimCNENet(module, feature_dim, config["hidden_dim"], out_dim)
         model.load_state_dict(state["model"])
         estimator.device_ = resolve_device(device)
-        estimator.model_ = model.to(estimator.device_).to(memory_format=torch.channels_last).eval()
+        model = model.to(estimator.device_)
+        if choose_memory_layout(model, estimator.device_):
+            model = model.to(memory_format=torch.channels_last)
+        estimator.model_ = model.eval()
         estimator.model_config_ = dict(config)
         estimator.training_size_ = tuple(state["training_size"])
         estimator.n_features_out_ = int(model.out_dim)
@@ -444,3 +451,10 @@ class TSimCNE(BaseEstimator):
         estimator.labels_ = None if labels is None else np.asarray(labels, dtype=object)
         estimator.trainer_ = None
         return estimator
+
+
+def _in_channels_last(model: torch.nn.Module) -> bool:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d) and module.weight.shape[-2:] != (1, 1):
+            return module.weight.is_contiguous(memory_format=torch.channels_last)
+    return False

@@ -27,8 +27,8 @@ from .loss import cauchy_infonce
 from .models import TSimCNENet, build_backbone
 from .oom import explain_out_of_memory
 from .runtime import (
+    choose_memory_layout,
     data_fingerprint,
-    has_narrow_strided_conv,
     images_to_tensor,
     pca_2d,
     resolve_device,
@@ -83,8 +83,10 @@ class Trainer:
     compile : bool
         Train through ``torch.compile`` (worth it for long GPU runs).
     channels_last, mixed_precision : bool, optional
-        Default: channels-last (on the CPU not for networks narrower than 8 channels),
-        bf16 autocast on CUDA and MPS.
+        Default: channels-last where :func:`~tsimcne_widgets.runtime.choose_memory_layout`
+        finds it safe and faster (always on CUDA and MPS; on the CPU it depends on the
+        ISA oneDNN uses and the network's strided convolutions), bf16 autocast on CUDA
+        and MPS.
     map_time_fraction : float
         Epoch-end maps are skipped while the last one took more than this fraction of
         the time since it; stage ends and the end always get one.
@@ -189,7 +191,7 @@ class Trainer:
                     module, feature_dim, hidden_dim=hidden_dim, out_dim=projection_dim
                 )
         if channels_last is None:
-            channels_last = on_accelerator or not has_narrow_strided_conv(model)
+            channels_last = choose_memory_layout(model, self.device)
         self.channels_last = bool(channels_last)
         self.model = model.to(self.device)
         if self.channels_last:
