@@ -61,7 +61,7 @@ def hardware_lines(device) -> list[str]:
     """Markdown bullet lines naming the machine, torch and the current load."""
     import torch
 
-    from tsimcne_widgets.runtime import available_cores
+    from tsimcne_widgets.engine.device import available_cores
 
     lines = [
         f"- CPU: {cpu_model()}, {available_cores()} cores available "
@@ -90,8 +90,8 @@ def cifar10_images(subset: str = "test", limit: int | None = None, seed: int = 0
     seed : int
         Seed of that subset.
     """
-    from tsimcne_widgets.data import ImageSet, load_images
-    from tsimcne_widgets.datasets import cifar10_folder
+    from tsimcne_widgets.data.load import ImageSet, load_images
+    from tsimcne_widgets.data.datasets import cifar10_folder
 
     if subset not in ("test", "train", "all"):
         raise ValueError(f"subset must be 'test', 'train' or 'all', got {subset!r}")

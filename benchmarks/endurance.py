@@ -54,7 +54,7 @@ def rss_bytes() -> int:
 
 
 def make_images(n: int, size: int):
-    from tsimcne_widgets.datasets import make_shapes
+    from tsimcne_widgets.data.datasets import make_shapes
 
     return make_shapes(n_samples=n, image_size=size, random_state=0)
 

@@ -1,6 +1,6 @@
 """Training speed in channels-last against contiguous (NCHW) memory on this CPU.
 
-``tsimcne_widgets.runtime.choose_memory_layout`` trains in channels-last on the CPU only
+``tsimcne_widgets.engine.device.choose_memory_layout`` trains in channels-last on the CPU only
 where it is safe (oneDNN's channel block, uxlfoundation/oneDNN#6035) and measured to
 be faster.  This script is that measurement: for networks the budget planner can
 choose, at the batch sizes and resolutions it uses on a CPU, it times real training
@@ -30,16 +30,16 @@ from _common import cpu_model, hardware_lines, random_images, write_result  # no
 
 import torch  # noqa: E402
 
-from tsimcne_widgets.budget import time_training_steps
-from tsimcne_widgets.models import build_backbone
-from tsimcne_widgets.runtime import (
+from tsimcne_widgets.engine.planner import time_training_steps
+from tsimcne_widgets.engine.models import build_backbone
+from tsimcne_widgets.engine.device import (
     channels_last_is_safe,
     choose_memory_layout,
     onednn_cpu_isa,
     set_cpu_threads,
 )
-from tsimcne_widgets.schedule import StagePlan
-from tsimcne_widgets.trainer import Trainer
+from tsimcne_widgets.engine.schedule import StagePlan
+from tsimcne_widgets.engine.trainer import Trainer
 
 #: backbone-w<width>:<pixels>:<batch>.  The planner trains at batch 128 on a CPU, at
 #: 16 px or less unless the budget affords the native size, and times candidates at

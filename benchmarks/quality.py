@@ -32,7 +32,7 @@ _KNOWN_PIXEL_TSNE = {("cifar", "test"): 0.29, ("digits", None): 0.974}
 
 def load_dataset(name: str, subset: str, limit: int | None):
     """The ImageSet for ``name``, or None when its data is missing."""
-    from tsimcne_widgets.datasets import load_digits, make_shapes
+    from tsimcne_widgets.data.datasets import load_digits, make_shapes
 
     if name == "digits":
         return load_digits()
@@ -48,8 +48,8 @@ def held_out(name: str, subset: str):
 
 def run(args) -> dict:
     """Fit, score and time one configuration; the result as a dict."""
-    from tsimcne_widgets.estimator import TSimCNE
-    from tsimcne_widgets.evaluation import knn_accuracy, pixel_tsne
+    from tsimcne_widgets.engine.estimator import TSimCNE
+    from tsimcne_widgets.engine.evaluation import knn_accuracy, pixel_tsne
 
     images = load_dataset(args.dataset, args.subset, args.limit)
     if images is None:
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     if args.budget is None and args.epochs is None:
         parser.error("give --budget SECONDS or --epochs E1,E2,E3")
 
-    from tsimcne_widgets.runtime import resolve_device
+    from tsimcne_widgets.engine.device import resolve_device
 
     device = resolve_device(args.device)
     command = "python benchmarks/quality.py " + " ".join(argv)

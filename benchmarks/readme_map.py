@@ -5,8 +5,8 @@
 import time
 
 from tsimcne_widgets import TSimCNE
-from tsimcne_widgets.datasets import load_digits
-from tsimcne_widgets.evaluation import knn_accuracy
+from tsimcne_widgets.data.datasets import load_digits
+from tsimcne_widgets.engine.evaluation import knn_accuracy
 from tsimcne_widgets.render.picture import save_map_png
 
 digits = load_digits()

@@ -3,8 +3,8 @@
 Runs are fixed in epochs, not seconds, so that a busy machine changes only their wall
 time, not their result; run them pinned to one core (``OMP_NUM_THREADS=1 taskset -c 0``)
 to compare wall times.  Each call appends one JSON line (settings, 2-D kNN, wall time)
-to ``--results``.  The figures quoted in ``tsimcne_widgets/budget.py``, in
-``tsimcne_widgets/datasets.py`` and in benchmarks/README.md ("Short-run recipe") came
+to ``--results``.  The figures quoted in ``tsimcne_widgets/engine/planner.py``, in
+``tsimcne_widgets/data/datasets.py`` and in benchmarks/README.md ("Short-run recipe") came
 from this script.
 
 Examples
@@ -16,11 +16,11 @@ Examples
 """
 import argparse, json, math, sys, time
 import numpy as np, torch
-from tsimcne_widgets.trainer import Trainer
-from tsimcne_widgets.schedule import StagePlan
-from tsimcne_widgets.augment import Augmenter
-from tsimcne_widgets.loss import cauchy_infonce
-from tsimcne_widgets.evaluation import knn_accuracy
+from tsimcne_widgets.engine.trainer import Trainer
+from tsimcne_widgets.engine.schedule import StagePlan
+from tsimcne_widgets.engine.augment import Augmenter
+from tsimcne_widgets.engine.loss import cauchy_infonce
+from tsimcne_widgets.engine.evaluation import knn_accuracy
 
 p = argparse.ArgumentParser()
 p.add_argument("--data", default="digits")
@@ -48,14 +48,14 @@ p.add_argument("--cache-dir", default=".", help="where cached stage-1 models go 
 a = p.parse_args()
 
 if a.data == "digits":
-    from tsimcne_widgets.datasets import load_digits
+    from tsimcne_widgets.data.datasets import load_digits
     ims = load_digits()
 elif a.data == "shapes":
-    from tsimcne_widgets.datasets import make_shapes
+    from tsimcne_widgets.data.datasets import make_shapes
     ims = make_shapes()
 elif a.data == "cifar":
-    from tsimcne_widgets.datasets import cifar10_folder
-    from tsimcne_widgets.data import load_images
+    from tsimcne_widgets.data.datasets import cifar10_folder
+    from tsimcne_widgets.data.load import load_images
     ims = load_images(str(cifar10_folder() / "test"))
 images, labels = ims.images, ims.labels
 if a.n:

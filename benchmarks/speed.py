@@ -179,9 +179,9 @@ def time_ours(images, config: dict, args) -> float:
     """Images per second of one of our training configurations (stage 1)."""
     import torch
 
-    from tsimcne_widgets.budget import time_training_steps
-    from tsimcne_widgets.schedule import StagePlan
-    from tsimcne_widgets.trainer import Trainer
+    from tsimcne_widgets.engine.planner import time_training_steps
+    from tsimcne_widgets.engine.schedule import StagePlan
+    from tsimcne_widgets.engine.trainer import Trainer
 
     plan = StagePlan.from_total_epochs((1,), len(images), args.batch)
     previous_threads = torch.get_num_threads()
@@ -213,8 +213,8 @@ def training_flops_per_image(images, args) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from tsimcne_widgets.schedule import StagePlan
-    from tsimcne_widgets.trainer import Trainer
+    from tsimcne_widgets.engine.schedule import StagePlan
+    from tsimcne_widgets.engine.trainer import Trainer
 
     batch = 8
     plan = StagePlan.from_total_epochs((1,), batch * 2, batch)
@@ -268,9 +268,9 @@ def roofline_lines(flops_per_image, peak, rows, main_label, reference) -> list[s
 
 def time_full_epoch(images, args) -> tuple[float, float]:
     """Seconds of one real training epoch over ``images`` (after warm-up steps)."""
-    from tsimcne_widgets.budget import time_training_steps
-    from tsimcne_widgets.schedule import StagePlan
-    from tsimcne_widgets.trainer import Trainer
+    from tsimcne_widgets.engine.planner import time_training_steps
+    from tsimcne_widgets.engine.schedule import StagePlan
+    from tsimcne_widgets.engine.trainer import Trainer
 
     plan = StagePlan.from_total_epochs((1,), len(images), args.batch)
     trainer = Trainer(images, plan, backbone=f"resnet18-w{args.width}", device=args.device,
@@ -354,7 +354,7 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from tsimcne_widgets.runtime import resolve_device
+    from tsimcne_widgets.engine.device import resolve_device
 
     device = resolve_device(args.device)
     args.device = str(device)

@@ -65,7 +65,7 @@ WARM_UP_EPOCHS = (4, 1, 1)
 # ---------------------------------------------------------------------- data and plan
 def load_data(args):
     """The benchmark's images as an ImageSet, and a one-line description."""
-    from tsimcne_widgets.datasets import load_digits, make_shapes
+    from tsimcne_widgets.data.datasets import load_digits, make_shapes
 
     if args.data == "digits":
         images = load_digits()
@@ -83,7 +83,7 @@ def estimator_params(args, epochs) -> dict:
 
 def epochs_for(seconds: float, seconds_per_epoch: float) -> tuple[int, int, int]:
     """Epochs per stage, in the paper's ratio, that take about ``seconds``."""
-    from tsimcne_widgets.widget.training import scale_epochs
+    from tsimcne_widgets.widget.session import scale_epochs
 
     mean_cost = sum(r * c for r, c in zip(STAGE_RATIO, STAGE_COST)) / sum(STAGE_RATIO)
     total = max(3, int(round(seconds / (seconds_per_epoch * mean_cost))))
@@ -220,7 +220,7 @@ import sys, time
 sys.path.insert(0, {bench!r})
 from widget_throughput import WidgetProbe
 from tsimcne_widgets import Explorer
-from tsimcne_widgets.datasets import load_digits, make_shapes
+from tsimcne_widgets.data.datasets import load_digits, make_shapes
 explorer = Explorer({data}, canvas_width={width}, canvas_height={height}, **{params!r})
 probe = WidgetProbe(explorer)
 explorer
@@ -467,7 +467,7 @@ async def measure(args):
     """Warm-up, plan, then the interleaved rounds; returns what the report needs."""
     import torch
 
-    from tsimcne_widgets.runtime import resolve_device
+    from tsimcne_widgets.engine.device import resolve_device
 
     device = resolve_device(args.device)
     args.device = str(device)

@@ -9,7 +9,7 @@ import torchvision.transforms as T
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from tsimcne_widgets.augment import (
+from tsimcne_widgets.engine.augment import (
     AugmentParams,
     Augmenter,
     hsv_to_rgb,

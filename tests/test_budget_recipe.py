@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tsimcne_widgets.budget import (
+from tsimcne_widgets.engine.planner import (
     CPU_BATCH_SIZE,
     LONG_RUN_EPOCHS,
     SHORT_RUN_EPOCHS,
@@ -15,7 +15,7 @@ from tsimcne_widgets.budget import (
     budget_recipe,
     plan_for_budget,
 )
-from tsimcne_widgets.schedule import StagePlan, default_base_lr
+from tsimcne_widgets.engine.schedule import StagePlan, default_base_lr
 
 TINY = dict(candidates=[("resnet10", 8)], num_threads=1, hidden_dim=16)
 
@@ -89,7 +89,7 @@ def test_caller_choices_are_kept():
 def test_one_thread_is_chosen_when_it_trains_faster(monkeypatch):
     # A neighbour holding a core makes torch's threads wait for each other; the planner
     # measures both counts and keeps the faster one.
-    import tsimcne_widgets.budget as budget
+    import tsimcne_widgets.engine.planner as budget
 
     timings = []
 
@@ -100,7 +100,7 @@ def test_one_thread_is_chosen_when_it_trains_faster(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(budget, "_time_candidate", fake_time)
     monkeypatch.setattr(budget.torch, "get_num_threads", lambda: 2)
-    monkeypatch.setattr("tsimcne_widgets.runtime.set_cpu_threads", lambda n: None)
+    monkeypatch.setattr("tsimcne_widgets.engine.device.set_cpu_threads", lambda n: None)
     choice = plan_for_budget(5.0, 600, 8, "cpu", 64, candidates=[("resnet10", 8)], hidden_dim=16)
     assert 1 in timings and choice.num_threads == 1
     # and when all cores are faster, they stay
@@ -128,7 +128,7 @@ def test_stage_one_is_long_enough_to_refit_on_a_tiny_budget():
 def test_the_chosen_network_gets_all_cores_back_when_they_are_faster(monkeypatch):
     # One thread can win on the cheapest network (tiny layers do not parallelise) while
     # the larger network that is finally chosen trains faster on all cores.
-    import tsimcne_widgets.budget as budget
+    import tsimcne_widgets.engine.planner as budget
 
     def fake_time(backbone, width, resolution, batch, device, hidden_dim, num_threads):
         single = {8: 0.001, 16: 0.002}[width]
@@ -137,8 +137,8 @@ def test_the_chosen_network_gets_all_cores_back_when_they_are_faster(monkeypatch
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(budget, "_time_candidate", fake_time)
     monkeypatch.setattr(budget.torch, "get_num_threads", lambda: 2)
-    monkeypatch.setattr("tsimcne_widgets.runtime.set_cpu_threads", lambda n: None)
-    monkeypatch.setattr("tsimcne_widgets.runtime.available_cores", lambda: 2)
+    monkeypatch.setattr("tsimcne_widgets.engine.device.set_cpu_threads", lambda n: None)
+    monkeypatch.setattr("tsimcne_widgets.engine.device.available_cores", lambda: 2)
     choice = plan_for_budget(60.0, 600, 8, "cpu", 64, hidden_dim=16,
                              candidates=[("resnet10", 8), ("resnet10", 16)])
     assert (choice.backbone, choice.width, choice.num_threads) == ("resnet10", 16, 2)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from tsimcne_widgets.augment import Augmenter
-from tsimcne_widgets.checkpoint import (
+from tsimcne_widgets.engine.augment import Augmenter
+from tsimcne_widgets.engine.checkpoint import (
     augmenter_config,
     augmenter_from_config,
     load_checkpoint,
@@ -18,7 +18,7 @@ from tsimcne_widgets.checkpoint import (
     save_checkpoint,
     to_plain,
 )
-from tsimcne_widgets.schedule import StagePlan
+from tsimcne_widgets.engine.schedule import StagePlan
 
 
 def test_round_trip_of_plain_values_arrays_and_tensors(tmp_path):

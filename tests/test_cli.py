@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tsimcne_widgets.checkpoint import load_checkpoint
+from tsimcne_widgets.engine.checkpoint import load_checkpoint
 from tsimcne_widgets.cli import main
 
 REPO = Path(__file__).resolve().parents[1]

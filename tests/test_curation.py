@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tsimcne_widgets.curation import (
+from tsimcne_widgets.curation.selection import (
     SelectionModel,
     TagStore,
     outlier_scores,
@@ -312,7 +312,7 @@ def test_duplicates_input_checks(rng):
 
 
 def test_tag_files_keep_tags_that_look_like_formulas(tmp_path):
-    from tsimcne_widgets.curation import TagStore
+    from tsimcne_widgets.curation.selection import TagStore
 
     store = TagStore(4)
     store.add("=odd", [0, 2])

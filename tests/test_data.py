@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from tsimcne_widgets import _imagefiles
-from tsimcne_widgets.data import (
+from tsimcne_widgets.data import files as _imagefiles
+from tsimcne_widgets.data.load import (
     IMAGE_EXTENSIONS, UNLABELLED, ImageSet, MissingFilesError, load_images,
 )
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsimcne_widgets import datasets
-from tsimcne_widgets.data import ImageSet, load_images
-from tsimcne_widgets.datasets import (
+from tsimcne_widgets.data import datasets
+from tsimcne_widgets.data.load import ImageSet, load_images
+from tsimcne_widgets.data.datasets import (
     SHAPE_NAMES, cifar10_folder, load_digits, load_torchvision, make_shapes,
 )
 

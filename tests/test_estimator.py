@@ -11,9 +11,9 @@ import torch
 from sklearn.exceptions import NotFittedError
 
 from tsimcne_widgets import ImageSet, TSimCNE
-from tsimcne_widgets.budget import plan_for_budget
-from tsimcne_widgets.checkpoint import load_checkpoint
-from tsimcne_widgets.datasets import load_digits
+from tsimcne_widgets.engine.planner import plan_for_budget
+from tsimcne_widgets.engine.checkpoint import load_checkpoint
+from tsimcne_widgets.data.datasets import load_digits
 
 # One thread: the test machine is shared (see test_trainer.py).
 TINY = dict(
@@ -187,8 +187,8 @@ def test_no_warning_on_a_clean_fit(digits64):
 
 
 def test_time_budget_refit_matches_the_measured_speed():
-    from tsimcne_widgets.budget import TimeBudget
-    from tsimcne_widgets.schedule import StagePlan
+    from tsimcne_widgets.engine.planner import TimeBudget
+    from tsimcne_widgets.engine.schedule import StagePlan
 
     plan = StagePlan((20, 1, 9), batch_size=32, steps_per_epoch=2)
     budget = TimeBudget(100.0, stage_ratio=(1000, 50, 450), overhead_fraction=0.1)
@@ -202,9 +202,9 @@ def test_time_budget_refit_matches_the_measured_speed():
 
 
 def test_trainer_refits_its_plan_to_the_time_budget(digits64):
-    from tsimcne_widgets.budget import TimeBudget
-    from tsimcne_widgets.schedule import StagePlan
-    from tsimcne_widgets.trainer import Trainer
+    from tsimcne_widgets.engine.planner import TimeBudget
+    from tsimcne_widgets.engine.schedule import StagePlan
+    from tsimcne_widgets.engine.trainer import Trainer
 
     plan = StagePlan.from_total_epochs((40, 2, 18), 64, 32)
     options = {k: v for k, v in TINY.items() if k != "batch_size"}
@@ -240,7 +240,7 @@ def test_bad_augmentation_is_refused_before_training(digits64, augmentation, err
 
 
 def test_the_datas_own_augmentation_is_used_unless_the_user_gives_one(digits64):
-    from tsimcne_widgets.datasets import DIGITS_AUGMENTATION, make_shapes
+    from tsimcne_widgets.data.datasets import DIGITS_AUGMENTATION, make_shapes
 
     assert digits64.augmentation == DIGITS_AUGMENTATION  # kept through subset()
     trained = TSimCNE(total_epochs=(1,), **TINY).fit(digits64).trainer_.augmenter

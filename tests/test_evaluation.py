@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from tsimcne_widgets.evaluation import knn_accuracy, pixel_tsne
+from tsimcne_widgets.engine.evaluation import knn_accuracy, pixel_tsne
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tsimcne_widgets import export
-from tsimcne_widgets.curation import TagStore
-from tsimcne_widgets.data import ImageSet
-from tsimcne_widgets.export import (
+from tsimcne_widgets.curation import export
+from tsimcne_widgets.curation.selection import TagStore
+from tsimcne_widgets.data.load import ImageSet
+from tsimcne_widgets.curation.export import (
     MANIFEST_NAME,
     export_files,
     make_subset,
@@ -341,8 +341,8 @@ def test_make_subset_from_dataset():
 
 
 def test_modules_import_without_torch_or_bokeh():
-    code = ("import sys, tsimcne_widgets.curation, tsimcne_widgets.export, "
-            "tsimcne_widgets.html_export; "
+    code = ("import sys, tsimcne_widgets.curation.selection, tsimcne_widgets.curation.export, "
+            "tsimcne_widgets.render.html; "
             "bad = [m for m in ('torch', 'bokeh') if m in sys.modules]; "
             "assert not bad, bad")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tsimcne_widgets.html_export import to_html
+from tsimcne_widgets.render.html import to_html
 
 SCRIPT_LABEL = "<script>alert(1)</script>"
 ATTRIBUTE_BREAKER = '"><img src=x onerror=alert(1)>'

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tsimcne_widgets.loss import cauchy_infonce, pairwise_squared_distances
+from tsimcne_widgets.engine.loss import cauchy_infonce, pairwise_squared_distances
 
 
 def reference_loss(z_a: np.ndarray, z_b: np.ndarray) -> float:

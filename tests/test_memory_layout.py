@@ -28,8 +28,8 @@ import pytest
 import torch
 from torch import nn
 
-from tsimcne_widgets.models import TSimCNENet, build_backbone
-from tsimcne_widgets.runtime import (
+from tsimcne_widgets.engine.models import TSimCNENet, build_backbone
+from tsimcne_widgets.engine.device import (
     MEASURED_FASTER_ISAS,
     channels_last_is_safe,
     choose_memory_layout,
@@ -163,8 +163,8 @@ def test_layout_choice_on_accelerators_arm_and_unmeasured_isas():
 def test_trainer_default_layout_follows_the_rule_on_this_cpu():
     import numpy as np
 
-    from tsimcne_widgets.schedule import StagePlan
-    from tsimcne_widgets.trainer import Trainer
+    from tsimcne_widgets.engine.schedule import StagePlan
+    from tsimcne_widgets.engine.trainer import Trainer
 
     images = np.random.default_rng(0).integers(0, 256, (8, 8, 8, 3), dtype=np.uint8)
     for width in (4, 16):
@@ -182,7 +182,7 @@ def test_trainer_default_layout_follows_the_rule_on_this_cpu():
 _CHILD = r"""
 import copy, json, sys
 import torch
-from tsimcne_widgets.models import TSimCNENet, build_backbone
+from tsimcne_widgets.engine.models import TSimCNENet, build_backbone
 
 threads, configs = int(sys.argv[1]), json.loads(sys.argv[2])
 torch.set_num_threads(threads)

@@ -5,7 +5,7 @@ import torch
 import torchvision
 from torch import nn
 
-from tsimcne_widgets.models import BasicBlock, CifarResNet, TSimCNENet, build_backbone
+from tsimcne_widgets.engine.models import BasicBlock, CifarResNet, TSimCNENet, build_backbone
 
 
 def small_net(out_dim=128, width=4, hidden_dim=32):

@@ -51,7 +51,7 @@ def test_committed_notebook_is_clean(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs(path, tmp_path, monkeypatch):
     if path.name.startswith("02-cifar10"):
-        from tsimcne_widgets.datasets import cifar10_folder
+        from tsimcne_widgets.data.datasets import cifar10_folder
 
         if cifar10_folder() is None:
             pytest.skip("CIFAR-10 JPEGs not found (set TSIMCNE_CIFAR10 or put ../shared/data beside the repo)")

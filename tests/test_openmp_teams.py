@@ -21,7 +21,7 @@ SCRIPT = r"""
 import json, os, resource, threading
 import sklearn.neighbors  # loads scikit-learn's own copy of libgomp beside torch's
 import torch
-from tsimcne_widgets.runtime import available_cores, release_idle_openmp_threads
+from tsimcne_widgets.engine.device import available_cores, release_idle_openmp_threads
 
 # Both teams as wide as the machine: together they outnumber its cores on any machine.
 threads = max(2, available_cores())
@@ -64,9 +64,9 @@ def test_trainer_and_widget_release_the_starting_threads_team(monkeypatch):
 
     import numpy as np
 
-    import tsimcne_widgets.runtime as runtime
-    from tsimcne_widgets.schedule import StagePlan
-    from tsimcne_widgets.trainer import Trainer
+    import tsimcne_widgets.engine.device as runtime
+    from tsimcne_widgets.engine.schedule import StagePlan
+    from tsimcne_widgets.engine.trainer import Trainer
     from tsimcne_widgets.widget.explorer import Explorer
 
     # Both start their thread through training_threads.start_training_thread, which

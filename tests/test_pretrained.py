@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from tsimcne_widgets.models import TSimCNENet, build_backbone
-from tsimcne_widgets.pretrained import ImageNetResNet, imagenet_weights_path, pretrained_backbone
+from tsimcne_widgets.engine.models import TSimCNENet, build_backbone
+from tsimcne_widgets.engine.pretrained import ImageNetResNet, imagenet_weights_path, pretrained_backbone
 
 
 def _features(module, x):
@@ -117,7 +117,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
 
 
 def test_a_pretrained_backbone_trains_in_the_estimator(tmp_path):
-    from tsimcne_widgets.estimator import TSimCNE
+    from tsimcne_widgets.engine.estimator import TSimCNE
 
     torch.manual_seed(0)
     module, _ = build_backbone("resnet10-w4")

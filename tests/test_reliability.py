@@ -27,13 +27,13 @@ import pytest
 import torch
 from PIL import Image
 
-from tsimcne_widgets import export as export_module
-from tsimcne_widgets.checkpoint import load_checkpoint, save_checkpoint
-from tsimcne_widgets.data import load_images
-from tsimcne_widgets.estimator import TSimCNE
-from tsimcne_widgets.models import build_backbone
-from tsimcne_widgets.snapshot import Snapshot
-from tsimcne_widgets.trainer import Trainer, TrainingError
+from tsimcne_widgets.curation import export as export_module
+from tsimcne_widgets.engine.checkpoint import load_checkpoint, save_checkpoint
+from tsimcne_widgets.data.load import load_images
+from tsimcne_widgets.engine.estimator import TSimCNE
+from tsimcne_widgets.engine.models import build_backbone
+from tsimcne_widgets.engine.events import Snapshot
+from tsimcne_widgets.engine.trainer import Trainer, TrainingError
 from tsimcne_widgets.widget.explorer import Explorer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -445,8 +445,8 @@ def test_interpreter_exit_while_training_stops_the_threads_first(images, tmp_pat
     script = (
         "import sys, time\n"
         "import numpy as np\n"
-        "from tsimcne_widgets.data import load_images\n"
-        "from tsimcne_widgets.estimator import TSimCNE\n"
+        "from tsimcne_widgets.data.load import load_images\n"
+        "from tsimcne_widgets.engine.estimator import TSimCNE\n"
         "from tsimcne_widgets.widget.explorer import Explorer\n"
         f"options = {TINY!r}\n"
         "images = np.load(sys.argv[1])\n"

@@ -3,7 +3,7 @@
 
 import pytest
 
-from tsimcne_widgets.schedule import StagePlan, default_base_lr
+from tsimcne_widgets.engine.schedule import StagePlan, default_base_lr
 
 
 @pytest.fixture

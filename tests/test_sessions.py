@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from tsimcne_widgets.checkpoint import load_checkpoint
-from tsimcne_widgets.data import ImageSet, load_images
-from tsimcne_widgets.datasets import DIGITS_AUGMENTATION, load_digits
+from tsimcne_widgets.engine.checkpoint import load_checkpoint
+from tsimcne_widgets.data.load import ImageSet, load_images
+from tsimcne_widgets.data.datasets import DIGITS_AUGMENTATION, load_digits
 from tsimcne_widgets.widget import persistence
 from tsimcne_widgets.widget.explorer import Explorer
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from tsimcne_widgets.checkpoint import load_checkpoint
-from tsimcne_widgets.models import TSimCNENet, build_backbone
-from tsimcne_widgets.schedule import StagePlan
-from tsimcne_widgets.trainer import Snapshot, Trainer, TrainingError
+from tsimcne_widgets.engine.checkpoint import load_checkpoint
+from tsimcne_widgets.engine.models import TSimCNENet, build_backbone
+from tsimcne_widgets.engine.schedule import StagePlan
+from tsimcne_widgets.engine.trainer import Snapshot, Trainer, TrainingError
 
 N_IMAGES, BATCH = 64, 32
 # One thread: the test machine is shared, and spinning OpenMP threads of competing

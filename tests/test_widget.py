@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tsimcne_widgets.data import ImageSet
+from tsimcne_widgets.data.load import ImageSet
 from tsimcne_widgets.widget.canvas import PROVISIONAL_TEXT
 from tsimcne_widgets.widget.explorer import Explorer
 

@@ -125,9 +125,9 @@ def test_flush_applies_at_once_whatever_the_pacing():
 
 def test_widget_runs_make_maps_less_often_than_plain_callbacks():
     from tsimcne_widgets import TSimCNE
-    from tsimcne_widgets.data import ImageSet
+    from tsimcne_widgets.data.load import ImageSet
     from tsimcne_widgets.widget.explorer import Explorer
-    from tsimcne_widgets.widget.training import WIDGET_MAP_TIME_FRACTION
+    from tsimcne_widgets.widget.session import WIDGET_MAP_TIME_FRACTION
 
     if hasattr(os, "sched_getaffinity"):
         before = os.sched_getaffinity(0)

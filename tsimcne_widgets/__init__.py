@@ -17,11 +17,11 @@ __version__ = "0.1.0"
 __all__ = ["TSimCNE", "Snapshot", "Trainer", "load_images", "ImageSet", "Explorer"]
 
 _HOME = {
-    "TSimCNE": "estimator",
-    "Snapshot": "snapshot",
-    "Trainer": "trainer",
-    "load_images": "data",
-    "ImageSet": "data",
+    "TSimCNE": "engine.estimator",
+    "Snapshot": "engine.events",
+    "Trainer": "engine.trainer",
+    "load_images": "data.load",
+    "ImageSet": "data.load",
     "Explorer": "widget.explorer",
 }
 

@@ -88,7 +88,7 @@ def _write_map_csv(path: Path, xy, labels, paths=None) -> None:
     import numpy as np
     import pandas as pd
 
-    from .export import write_table
+    from tsimcne_widgets.curation.export import write_table
 
     n = len(xy)
     columns = {
@@ -109,7 +109,7 @@ def _as_2d(embedding):
         return embedding
     import torch
 
-    from .runtime import pca_2d
+    from tsimcne_widgets.engine.device import pca_2d
 
     return pca_2d(torch.from_numpy(embedding))
 
@@ -125,10 +125,10 @@ def _prepare_out(folder: Path) -> Path:
 
 
 def _run_demo(args) -> int:
-    from .datasets import load_digits, make_shapes
-    from .estimator import TSimCNE
-    from .evaluation import knn_accuracy, pixel_tsne
-    from .render.picture import save_map_png
+    from tsimcne_widgets.data.datasets import load_digits, make_shapes
+    from tsimcne_widgets.engine.estimator import TSimCNE
+    from tsimcne_widgets.engine.evaluation import knn_accuracy, pixel_tsne
+    from tsimcne_widgets.render.picture import save_map_png
 
     out = _prepare_out(args.out)
     if args.dataset == "shapes":
@@ -165,9 +165,9 @@ def _run_demo(args) -> int:
 
 
 def _run_train(args) -> int:
-    from .data import load_images
-    from .estimator import TSimCNE
-    from .render.picture import save_map_png
+    from tsimcne_widgets.data.load import load_images
+    from tsimcne_widgets.engine.estimator import TSimCNE
+    from tsimcne_widgets.render.picture import save_map_png
 
     if not Path(args.data).exists():
         raise UserError(f"{args.data!r} does not exist; pass an image folder or a CSV file")
@@ -199,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from sklearn.exceptions import NotFittedError
 
-    from .trainer import TrainingError
+    from tsimcne_widgets.engine.trainer import TrainingError
 
     user_errors = (
         UserError, ValueError, TypeError, FileNotFoundError, NotFittedError, TrainingError

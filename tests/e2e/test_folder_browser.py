@@ -55,7 +55,7 @@ SESSION_FOLDER = "picked_session"
 @pytest.fixture(scope="module")
 def image_folder(lab_root) -> Path:
     """``PER_CLASS`` real test-split JPEGs per class, copied into the Lab's root."""
-    from tsimcne_widgets.datasets import cifar10_folder
+    from tsimcne_widgets.data.datasets import cifar10_folder
 
     source = cifar10_folder()
     if source is None:

@@ -37,7 +37,7 @@ class ThumbnailCache:
     ----------
     images : numpy.ndarray of uint8, shape (N, H, W, 3), or an ImageSet
         The images (an object with ``images`` and ``paths`` attributes, such
-        as :class:`tsimcne_widgets.data.ImageSet`, is unpacked).
+        as :class:`tsimcne_widgets.data.load.ImageSet`, is unpacked).
     paths : sequence of str or None
         Source file of each image (None entries allowed).  When a file is
         larger than the stored array image, the thumbnail is decoded from the
@@ -63,7 +63,7 @@ class ThumbnailCache:
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(
                 "images must be a uint8 array of shape (N, H, W, 3), got "
-                f"{images.dtype} {images.shape}; convert with tsimcne_widgets.data.load_images"
+                f"{images.dtype} {images.shape}; convert with tsimcne_widgets.data.load.load_images"
             )
         if paths is not None:
             paths = tuple(None if p is None else str(p) for p in paths)

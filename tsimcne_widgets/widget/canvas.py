@@ -31,7 +31,7 @@ from bokeh.models import (
 )
 from bokeh.plotting import figure
 
-from ..render.raster import Rasterizer, data_range
+from tsimcne_widgets.render.raster import Rasterizer, data_range
 
 __all__ = ["MapCanvas", "categorize", "fit_ranges", "PROVISIONAL_TEXT", "MISSING_CATEGORY"]
 
@@ -371,7 +371,7 @@ class MapCanvas:
         if self.xy is None or len(self.xy) == 0:
             return None
         if self._index is None:
-            from ..render.spatial import SpatialIndex
+            from tsimcne_widgets.render.spatial import SpatialIndex
 
             self._index = SpatialIndex(self.xy)
         per_x, per_y = self.units_per_pixel

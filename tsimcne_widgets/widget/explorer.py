@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..curation import SelectionModel, TagStore
-from ..data import ImageSet, load_images
-from ..render.replay import ReplayBuffer
-from ..render.thumbs import ThumbnailCache
+from tsimcne_widgets.curation.selection import SelectionModel, TagStore
+from tsimcne_widgets.data.load import ImageSet, load_images
+from tsimcne_widgets.render.replay import ReplayBuffer
+from tsimcne_widgets.render.thumbs import ThumbnailCache
 from .canvas import PROVISIONAL_TEXT, MapCanvas, categorize
-from .curate import CurationMixin
+from .actions import CurationMixin
 from .scheduler import LatestOnlyScheduler, kernel_event_loop
-from .training import TrainingSession
+from .session import TrainingSession
 
 __all__ = ["Explorer"]
 
@@ -35,7 +35,7 @@ class Explorer(CurationMixin):
     Parameters
     ----------
     data
-        Anything :func:`~tsimcne_widgets.data.load_images` accepts (array,
+        Anything :func:`~tsimcne_widgets.data.load.load_images` accepts (array,
         tensor, ImageSet, torchvision-style dataset, folder, list of paths,
         DataFrame or CSV with a ``path`` column).
     labels : array_like, optional
@@ -53,13 +53,13 @@ class Explorer(CurationMixin):
     min_apply_interval : float
         Seconds between two map updates on screen while training.
     **tsimcne_params
-        Passed to :class:`~tsimcne_widgets.estimator.TSimCNE` (``total_epochs``,
+        Passed to :class:`~tsimcne_widgets.engine.estimator.TSimCNE` (``total_epochs``,
         ``batch_size``, ``backbone``, ``device``, ``time_budget``, ...).
 
     Examples
     --------
     >>> from tsimcne_widgets import Explorer
-    >>> from tsimcne_widgets.datasets import load_digits
+    >>> from tsimcne_widgets.data.datasets import load_digits
     >>> explorer = Explorer(load_digits(), time_budget=120)   # doctest: +SKIP
     >>> explorer                                              # doctest: +SKIP
     >>> explorer.start()                                      # doctest: +SKIP

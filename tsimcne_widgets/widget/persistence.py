@@ -103,7 +103,7 @@ def save_explorer(explorer, path, overwrite: bool = False, include_images: bool 
     -------
     pathlib.Path
     """
-    from ..export import check_parent_folder
+    from tsimcne_widgets.curation.export import check_parent_folder
 
     folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
@@ -144,7 +144,7 @@ def save_explorer(explorer, path, overwrite: bool = False, include_images: bool 
             np.save(tmp / "map.npy", np.asarray(xy, dtype=np.float32), allow_pickle=False)
         _save_replay(explorer.replay, tmp)
         if len(explorer.tag_store):
-            from ..export import write_table
+            from tsimcne_widgets.curation.export import write_table
 
             # Read back by TagStore.load: the tag names must stay exact, so no
             # spreadsheet quoting of names such as "=x" or "-1".
@@ -187,7 +187,7 @@ def load_explorer(cls, path, **kwargs):
     ``kwargs`` go to the Explorer (display options such as ``canvas_width``, or
     TSimCNE parameters such as ``device``, which override the saved ones).
     """
-    from ..data import ImageSet, load_images
+    from tsimcne_widgets.data.load import ImageSet, load_images
 
     folder = Path(path).expanduser()
     manifest_path = folder / _MANIFEST
@@ -236,7 +236,7 @@ def load_explorer(cls, path, **kwargs):
 
 
 def _restore_state(explorer, folder: Path, manifest: dict) -> None:
-    from ..curation import TagStore
+    from tsimcne_widgets.curation.selection import TagStore
 
     if (folder / "replay.npy").is_file():
         frames = np.load(folder / "replay.npy", allow_pickle=False)

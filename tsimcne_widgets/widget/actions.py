@@ -73,7 +73,7 @@ class CurationMixin:
         return self.selection_model.observe(callback)
 
     def _on_polygon(self, polygon) -> int:
-        from ..render.lasso import points_in_polygon
+        from tsimcne_widgets.render.lasso import points_in_polygon
 
         self.last_polygon = np.asarray(polygon, dtype=np.float64)
         xy = self._shown_map()
@@ -112,7 +112,7 @@ class CurationMixin:
 
     def selected(self) -> pd.DataFrame:
         """Table of the selection: index, x, y, label, path, metadata columns, tags."""
-        from ..export import selection_frame
+        from tsimcne_widgets.curation.export import selection_frame
 
         return selection_frame(self.selection, xy=self.embedding, labels=self.labels,
                                paths=self.image_set.paths, metadata=self.metadata,
@@ -149,7 +149,7 @@ class CurationMixin:
 
     def load_tags(self, path, merge: bool = False) -> "Explorer":
         """Restore tags saved by :meth:`save_tags`; ``merge`` keeps the current ones too."""
-        from ..curation import TagStore
+        from tsimcne_widgets.curation.selection import TagStore
 
         loaded = TagStore.load(path, self.n)  # validates names and indices before anything changes
         if not merge:
@@ -161,7 +161,7 @@ class CurationMixin:
     def suggest_outliers(self, k: int = 15, top: int | None = None,
                          min_score: float = 3.0) -> np.ndarray:
         """Select points far from their map neighbours, most isolated first, for inspection."""
-        from ..curation import suggest_outliers
+        from tsimcne_widgets.curation.selection import suggest_outliers
 
         found = suggest_outliers(self._require_map("suggest_outliers"), k=k, top=top,
                                  min_score=min_score)
@@ -171,10 +171,10 @@ class CurationMixin:
     def suggest_duplicates(self, **kwargs) -> list[np.ndarray]:
         """Select near-duplicates: almost coincident on the map and close in pixels.
 
-        Keyword arguments go to :func:`tsimcne_widgets.curation.suggest_duplicates`.
+        Keyword arguments go to :func:`tsimcne_widgets.curation.selection.suggest_duplicates`.
         Returns the groups; the selection becomes their union.
         """
-        from ..curation import suggest_duplicates
+        from tsimcne_widgets.curation.selection import suggest_duplicates
 
         groups = suggest_duplicates(self._require_map("suggest_duplicates"),
                                     self.image_set.images, **kwargs)
@@ -193,14 +193,14 @@ class CurationMixin:
 
     def export_csv(self, path, overwrite: bool = False) -> Path:
         """Write :meth:`selected` to ``path`` (.csv, .parquet or .jsonl), atomically."""
-        from ..export import write_table
+        from tsimcne_widgets.curation.export import write_table
 
         self._require_selection()
         return write_table(self.selected(), path, overwrite=overwrite)
 
     def export_files(self, folder, overwrite: bool = False, mode: str = "copy"):
         """Copy the selected images into ``folder`` (one sub-folder per tag) with a manifest."""
-        from ..export import export_files
+        from tsimcne_widgets.curation.export import export_files
 
         self._require_selection()
         return export_files(folder, self.selection, images=self.image_set.images,
@@ -209,13 +209,13 @@ class CurationMixin:
 
     def subset(self, dataset=None):
         """``torch.utils.data.Subset`` of the selection (of ``dataset``, default the images)."""
-        from ..export import make_subset
+        from tsimcne_widgets.curation.export import make_subset
 
         return make_subset(self.image_set if dataset is None else dataset, self.selection)
 
     def to_html(self, path, **kwargs) -> Path:
         """Self-contained interactive HTML page of the current map (see ``html_export.to_html``)."""
-        from ..html_export import to_html
+        from tsimcne_widgets.render.html import to_html
 
         xy = self.embedding
         if xy is None:

@@ -65,7 +65,7 @@ def start_training_thread(
     name : str
         The thread's name.
     """
-    from .runtime import release_idle_openmp_threads
+    from .device import release_idle_openmp_threads
 
     # The calling thread's idle OpenMP team (from torch work there, e.g. the kernel's
     # main thread) would make the new thread's OpenMP workers sleep between kernels.

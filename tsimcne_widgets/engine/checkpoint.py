@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .augment import Augmenter
-from .runtime import images_to_tensor
+from .device import images_to_tensor
 from .schedule import StagePlan
 
 __all__ = [
@@ -195,7 +195,7 @@ def _tuples(config: Mapping[str, Any]) -> dict:
 
 
 def augmenter_config(augmenter: Augmenter) -> dict:
-    """Plain-type description of an :class:`~tsimcne_widgets.augment.Augmenter`."""
+    """Plain-type description of an :class:`~tsimcne_widgets.engine.augment.Augmenter`."""
     config = {"out_size": list(augmenter.out_size)}
     for name in _AUGMENTER_FIELDS:
         value = getattr(augmenter, name)
@@ -209,7 +209,7 @@ def augmenter_from_config(config: Mapping[str, Any]) -> Augmenter:
 
 
 def plan_config(plan: StagePlan) -> dict:
-    """Plain-type description of a :class:`~tsimcne_widgets.schedule.StagePlan`."""
+    """Plain-type description of a :class:`~tsimcne_widgets.engine.schedule.StagePlan`."""
     return {
         "epochs": list(plan.epochs),
         "batch_size": plan.batch_size,
@@ -248,7 +248,7 @@ def _epoch_in_progress(trainer) -> dict | None:
 
 
 def training_state(trainer) -> dict:
-    """Everything a :class:`~tsimcne_widgets.trainer.Trainer` needs to continue its run.
+    """Everything a :class:`~tsimcne_widgets.engine.trainer.Trainer` needs to continue its run.
 
     Model and optimiser state, the position (stage, completed epochs of the stage,
     steps, and for a checkpoint taken mid-epoch the epoch's batch order, steps done and
@@ -341,7 +341,7 @@ def restore_training_state(trainer, state: Mapping[str, Any]) -> None:
 def resume_trainer(trainer_class, path: str | os.PathLike, images, **kwargs):
     """Build a ``trainer_class`` positioned where the checkpoint at ``path`` left off.
 
-    See :meth:`tsimcne_widgets.trainer.Trainer.resume_from`.
+    See :meth:`tsimcne_widgets.engine.trainer.Trainer.resume_from`.
     """
     state = load_checkpoint(path)
     if state.get("kind") != "training":

@@ -18,7 +18,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from .runtime import resolve_device
+from .device import resolve_device
 from .schedule import DEFAULT_EPOCHS, StagePlan, default_base_lr
 
 __all__ = [
@@ -208,7 +208,7 @@ def budget_recipe(equivalent_epochs: float) -> Recipe:
 
 @dataclass(frozen=True)
 class TimeBudget:
-    """Seconds a :class:`~tsimcne_widgets.trainer.Trainer` may use, for re-fitting its plan.
+    """Seconds a :class:`~tsimcne_widgets.engine.trainer.Trainer` may use, for re-fitting its plan.
 
     A measurement before training can be off (a machine shared with other work, warm-up
     effects), so the trainer calls :meth:`refit` once, early in stage 1, with the speed
@@ -427,7 +427,7 @@ def plan_for_budget(
         chosen, chosen_time = candidate, step_time
     if threads_chosen_here and num_threads == 1 and chosen != candidates[0]:
         # One thread won on the cheapest network; a larger one may use more cores well.
-        from .runtime import available_cores
+        from .device import available_cores
 
         cores = available_cores()
         if cores > 1:
@@ -478,7 +478,7 @@ def _fastest_thread_count(step_time, time_with_threads):
     holds a core: we measured a step 2.7x slower with 2 threads than with 1 on 2 cores
     beside one busy process.
     """
-    from .runtime import set_cpu_threads
+    from .device import set_cpu_threads
 
     set_cpu_threads(None)
     threads = torch.get_num_threads()

@@ -130,7 +130,7 @@ def pixel_tsne(images_uint8, random_state: int | None = 0, n_pca: int = 50) -> n
     Parameters
     ----------
     images_uint8 : array-like, shape (N, H, W[, C])
-        Images (an :class:`~tsimcne_widgets.data.ImageSet`'s ``images``).
+        Images (an :class:`~tsimcne_widgets.data.load.ImageSet`'s ``images``).
     random_state : int or None
         Seed of PCA and t-SNE.
     n_pca : int

@@ -17,9 +17,9 @@ from sklearn.exceptions import NotFittedError
 
 from .augment import Augmenter
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import ImageSet, load_images
+from tsimcne_widgets.data.load import ImageSet, load_images
 from .models import TSimCNENet, build_backbone
-from .runtime import choose_memory_layout, images_to_tensor, resolve_device
+from .device import choose_memory_layout, images_to_tensor, resolve_device
 from .schedule import DEFAULT_EPOCHS, StagePlan
 from .trainer import Trainer
 
@@ -75,7 +75,7 @@ class TSimCNE(BaseEstimator):
     time_budget : float, optional
         Seconds for the whole fit: backbone, width, epochs (in the ratio of
         ``total_epochs``) and resolution are then chosen by measuring this device
-        (see :func:`~tsimcne_widgets.budget.plan_for_budget`).  A module or an explicit
+        (see :func:`~tsimcne_widgets.engine.planner.plan_for_budget`).  A module or an explicit
         width/suffix fixes the network; only the epochs are then chosen.
     image_size : int, optional
         Resize the images to this size when loading them.
@@ -86,9 +86,9 @@ class TSimCNE(BaseEstimator):
     verbose : bool
         Show a progress bar.
     num_threads : int, optional
-        CPU threads (see :class:`~tsimcne_widgets.trainer.Trainer`).
+        CPU threads (see :class:`~tsimcne_widgets.engine.trainer.Trainer`).
     augmentation : dict, optional
-        Keyword arguments of :class:`~tsimcne_widgets.augment.Augmenter` that replace
+        Keyword arguments of :class:`~tsimcne_widgets.engine.augment.Augmenter` that replace
         the paper's augmentations, e.g. ``{"crop_scale": (0.5, 1.0)}`` for images
         whose object is small: crops of a fifth of the image often miss it, and the
         network then matches views by their background instead.  Default: the
@@ -106,7 +106,7 @@ class TSimCNE(BaseEstimator):
 
     Examples
     --------
-    >>> from tsimcne_widgets.datasets import load_digits
+    >>> from tsimcne_widgets.data.datasets import load_digits
     >>> estimator = TSimCNE(time_budget=180, random_state=0)
     >>> xy = estimator.fit_transform(load_digits())  # doctest: +SKIP
     """
@@ -219,7 +219,7 @@ class TSimCNE(BaseEstimator):
         resolution = time_budget = augmenter = None
         num_threads = self.num_threads
         if self.time_budget is not None:
-            from .budget import plan_for_budget
+            from .planner import plan_for_budget
 
             started = time.perf_counter()
             kwargs = dict(stage_ratio=epochs, learning_rate=self.learning_rate,
@@ -268,7 +268,7 @@ class TSimCNE(BaseEstimator):
         Parameters
         ----------
         X
-            Anything :func:`~tsimcne_widgets.data.load_images` accepts: arrays,
+            Anything :func:`~tsimcne_widgets.data.load.load_images` accepts: arrays,
             tensors, an ImageSet, a torchvision-style dataset, a folder, file paths.
         y : array-like, optional
             Labels (kept as ``labels_``; training does not use them).

@@ -1,7 +1,7 @@
 """The t-SimCNE training loop: three stages, on any device, in the foreground or a thread.
 
 :class:`Trainer` keeps the whole data set once on the training device as uint8, draws
-both views of every batch with the batched :class:`~tsimcne_widgets.augment.Augmenter`,
+both views of every batch with the batched :class:`~tsimcne_widgets.engine.augment.Augmenter`,
 and runs one forward pass over the 2B views per step.  On accelerators it trains in
 bf16 autocast with channels-last tensors and never waits for the device inside an
 epoch.  Progress leaves the loop as immutable :class:`Snapshot` objects handed to
@@ -25,8 +25,8 @@ from .augment import Augmenter
 from .checkpoint import resume_trainer, save_checkpoint, training_state
 from .loss import cauchy_infonce
 from .models import TSimCNENet, build_backbone
-from .oom import explain_out_of_memory
-from .runtime import (
+from .memory import explain_out_of_memory
+from .device import (
     choose_memory_layout,
     data_fingerprint,
     images_to_tensor,
@@ -35,11 +35,11 @@ from .runtime import (
     set_cpu_threads,
 )
 from .schedule import StagePlan
-from .training_threads import start_training_thread
-from .snapshot import STATES, Snapshot
+from .threads import start_training_thread
+from .events import STATES, Snapshot
 
 if TYPE_CHECKING:  # budget imports this module
-    from .budget import TimeBudget
+    from .planner import TimeBudget
 
 __all__ = ["Snapshot", "Trainer", "TrainingError", "STATES"]
 
@@ -65,7 +65,7 @@ class Trainer:
     model : TSimCNENet, optional
         A ready network; by default one is built from ``backbone`` and the sizes below.
     backbone, backbone_width, hidden_dim, projection_dim, out_dim
-        Network description (see :func:`~tsimcne_widgets.models.build_backbone`).
+        Network description (see :func:`~tsimcne_widgets.engine.models.build_backbone`).
     image_size : int or (int, int), optional
         Training resolution; default the images' own size.
     augmenter : Augmenter, optional
@@ -83,7 +83,7 @@ class Trainer:
     compile : bool
         Train through ``torch.compile`` (worth it for long GPU runs).
     channels_last, mixed_precision : bool, optional
-        Default: channels-last where :func:`~tsimcne_widgets.runtime.choose_memory_layout`
+        Default: channels-last where :func:`~tsimcne_widgets.engine.device.choose_memory_layout`
         finds it safe and faster (always on CUDA and MPS; on the CPU it depends on the
         ISA oneDNN uses and the network's strided convolutions), bf16 autocast on CUDA
         and MPS.
@@ -92,7 +92,7 @@ class Trainer:
         the time since it; stage ends and the end always get one.
     progress : bool
         Show progress: a tqdm bar on a terminal or in a notebook, a few whole lines
-        in a log or pipe (see :mod:`tsimcne_widgets.progress`).
+        in a log or pipe (see :mod:`tsimcne_widgets.engine.progress`).
     num_threads : int, optional
         CPU threads for torch (process-wide); default all available cores, unless
         the ``OMP_NUM_THREADS`` environment variable chose a number.  On a machine
@@ -100,7 +100,7 @@ class Trainer:
         faster (spinning OpenMP threads compete for the cores).
     time_budget : TimeBudget, optional
         With it, the plan's epochs are re-fitted once, early in stage 1, to the speed
-        actually reached (see :meth:`~tsimcne_widgets.budget.TimeBudget.refit`).
+        actually reached (see :meth:`~tsimcne_widgets.engine.planner.TimeBudget.refit`).
 
     Attributes
     ----------

@@ -190,9 +190,9 @@ def to_html(path: str | os.PathLike, xy: object, labels: Sequence | None, images
     from bokeh.resources import INLINE
     from bokeh.transform import factor_cmap
 
-    from .export import FORMULA_PREFIXES, atomic_write_bytes
-    from .render.raster import default_palette
-    from .render.thumbs import ThumbnailCache
+    from tsimcne_widgets.curation.export import FORMULA_PREFIXES, atomic_write_bytes
+    from .raster import default_palette
+    from .thumbs import ThumbnailCache
 
     path = Path(path)
     xy_arr = np.asarray(xy, dtype=np.float64)

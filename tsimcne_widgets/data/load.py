@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ._imagefiles import (
+from .files import (
     DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, IMAGE_EXTENSIONS, MIN_SIDE, discover, load_files,
     resize_all, skipped_message, to_rgb_image,
 )
@@ -65,7 +65,7 @@ class ImageSet:
     skipped : tuple of (path, reason)
         Files that could not be read when the set was loaded.
     augmentation : dict, optional
-        :class:`~tsimcne_widgets.augment.Augmenter` settings that suit these images
+        :class:`~tsimcne_widgets.engine.augment.Augmenter` settings that suit these images
         better than the paper's, e.g. no flips for digits, whose mirror images are
         other symbols.  ``TSimCNE`` trains with them unless given its own
         ``augmentation``.

@@ -52,7 +52,7 @@ class TrainingSession:
     image_set : ImageSet
         The images to train on.
     params : dict
-        Keyword arguments of :class:`~tsimcne_widgets.estimator.TSimCNE`.
+        Keyword arguments of :class:`~tsimcne_widgets.engine.estimator.TSimCNE`.
     replay : ReplayBuffer
         Every snapshot's map is appended here (from the training thread; the
         buffer is thread-safe).
@@ -91,7 +91,7 @@ class TrainingSession:
     def _check_param_names(self) -> None:
         import inspect
 
-        from ..estimator import TSimCNE
+        from tsimcne_widgets.engine.estimator import TSimCNE
 
         known = set(inspect.signature(TSimCNE.__init__).parameters) - {"self"}
         unknown = sorted(set(self.params) - known)
@@ -158,7 +158,7 @@ class TrainingSession:
     @property
     def device_name(self) -> str:
         """str : Where training runs (e.g. ``cpu``, ``cuda``)."""
-        from ..runtime import resolve_device
+        from tsimcne_widgets.engine.device import resolve_device
 
         return str(resolve_device(self.params.get("device", "auto")))
 
@@ -170,7 +170,7 @@ class TrainingSession:
     # ------------------------------------------------------------------ control
     def start(self, budget: tuple[str, float] | None = None) -> None:
         """Begin a new run in a background thread."""
-        from ..estimator import TSimCNE
+        from tsimcne_widgets.engine.estimator import TSimCNE
 
         params = self._params_for(budget)
         estimator = TSimCNE(**params)
@@ -179,8 +179,8 @@ class TrainingSession:
 
     def continue_run(self) -> None:
         """Continue training from :attr:`checkpoint` (after :meth:`Explorer.load`)."""
-        from ..estimator import TSimCNE
-        from ..trainer import Trainer
+        from tsimcne_widgets.engine.estimator import TSimCNE
+        from tsimcne_widgets.engine.trainer import Trainer
 
         estimator = TSimCNE(**self.params)
         checkpoint = self.checkpoint
@@ -216,7 +216,7 @@ class TrainingSession:
         def callback(snapshot) -> bool:
             return self._receive(generation, snapshot)
 
-        from ..training_threads import start_training_thread
+        from tsimcne_widgets.engine.threads import start_training_thread
 
         # Building (budget timing) and training both run there, stopped at exit.
         self._thread = start_training_thread(

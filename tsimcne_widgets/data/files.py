@@ -1,6 +1,6 @@
 """Image files → uint8 RGB arrays: discovery, safe decoding on a thread pool, resizing.
 
-The file-handling half of :mod:`tsimcne_widgets.data` (kept separate so each
+The file-handling half of :mod:`tsimcne_widgets.data.load` (kept separate so each
 module stays readable). numpy and PIL only.
 """
 from __future__ import annotations

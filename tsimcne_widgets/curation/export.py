@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .curation import TagStore, _as_indices, validate_tag_name
+from .selection import TagStore, _as_indices, validate_tag_name
 
 __all__ = [
     "atomic_path",
@@ -705,7 +705,7 @@ def make_subset(dataset_or_imageset: object, indices: object):
     Parameters
     ----------
     dataset_or_imageset : ImageSet or map-style dataset
-        An :class:`~tsimcne_widgets.data.ImageSet` (or anything with a uint8 ``images``
+        An :class:`~tsimcne_widgets.data.load.ImageSet` (or anything with a uint8 ``images``
         array and ``labels``) is wrapped in :class:`ImageSetDataset`; any object with
         ``__len__`` and ``__getitem__`` (e.g. a torchvision dataset) is used as is.
     indices : array-like of int or bool mask

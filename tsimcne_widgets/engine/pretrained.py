@@ -4,7 +4,7 @@ A pretrained backbone mostly helps on small budgets, when a few CPU minutes cann
 train a ResNet from scratch.  Two sources:
 
 * a local file: a state dict of a torchvision ``resnet18``, of this package's
-  :class:`~tsimcne_widgets.models.CifarResNet` (any width), a ``TSimCNENet`` (its
+  :class:`~tsimcne_widgets.engine.models.CifarResNet` (any width), a ``TSimCNENet`` (its
   ``backbone.`` part is used) or a model file written by ``TSimCNE.save``;
 * ``"imagenet"``: torchvision's ImageNet ResNet-18 weights.  They are read from the
   torch hub cache; they are downloaded only when the caller passes
