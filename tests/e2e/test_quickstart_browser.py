@@ -112,6 +112,20 @@ def drag_loop(page, centre, radius: float, squash: float = 1.0) -> np.ndarray:
     return np.array(drawn)
 
 
+def _wait_for_still_frame(session, timeout: float = 20.0) -> None:
+    """Return once the map's frame is at the same page position for a whole second."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        frame = session.frame()
+        here = (round(frame["x"], 1), round(frame["y"], 1))
+        if here == last:
+            return
+        last = here
+        time.sleep(1.0)
+    raise AssertionError(f"the map's frame kept moving for {timeout:.0f} s (last at {last})")
+
+
 def _densest_pixel(mask: np.ndarray, window: int, margin: int) -> tuple[int, int]:
     """(row, col) whose ``window``-sized neighbourhood holds the most masked pixels,
     at least ``margin`` pixels from every edge."""
@@ -280,6 +294,9 @@ def _run_story(lab, session, page, lab_root, timings):
     # -- lasso a dense region of the final map -------------------------------------------------
     lab.screenshot("quickstart-before-lasso", page.locator(CANVAS_HOOK).first)
     # Measure the frame right before drawing: a screenshot or a cell run may scroll the page.
+    # On a loaded machine the last widget updates (final map, messages) can still shift the
+    # layout after the cells finished: wait until the frame stays put.
+    _wait_for_still_frame(session)
     image, frame = session.map_image()
     radius = int(min(frame["width"], frame["height"]) / 7)
     row, col = _densest_pixel(_saturated(image), window=radius, margin=radius + 12)
