@@ -35,80 +35,6 @@ _TOOLTIP = """
 </div>
 """
 
-_SELECTION_JS = """
-const n = source.selected.indices.length;
-info.text = n === 0 ? 'Nothing selected: drag with the lasso or box tool.'
-                    : n.toLocaleString('en') + ' selected';
-"""
-
-_SELECTED_INDICES_JS = """
-function selectedIndices() {
-  const rows = source.selected.indices;
-  const original = source.data['index'];
-  return Array.from(rows, (r) => Number(original[r])).sort((a, b) => a - b);
-}
-"""
-
-_COPY_JS = _SELECTED_INDICES_JS + """
-const picked = selectedIndices();
-if (picked.length === 0) { info.text = 'Nothing selected to copy.'; return; }
-const text = picked.join(',');
-const done = () => { info.text = 'Copied ' + picked.length.toLocaleString('en') +
-                                 ' indices to the clipboard.'; };
-const fallback = () => {
-  // file:// pages may lack the async clipboard API; a hidden textarea still works.
-  const area = document.createElement('textarea');
-  area.value = text;
-  area.style.position = 'fixed';
-  area.style.opacity = '0';
-  document.body.appendChild(area);
-  area.select();
-  let ok = false;
-  try { ok = document.execCommand('copy'); } catch (e) { ok = false; }
-  document.body.removeChild(area);
-  if (ok) { done(); } else { window.prompt('Copy the selected indices:', text); }
-};
-if (navigator.clipboard && window.isSecureContext) {
-  navigator.clipboard.writeText(text).then(done, fallback);
-} else {
-  fallback();
-}
-"""
-
-_DOWNLOAD_JS = _SELECTED_INDICES_JS + """
-const rows = source.selected.indices.slice().sort((a, b) =>
-    Number(source.data['index'][a]) - Number(source.data['index'][b]));
-if (rows.length === 0) { info.text = 'Nothing selected to download.'; return; }
-const quote = (v) => {
-  const s = (v === null || v === undefined) ? '' : String(v);
-  return /[",\\r\\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
-};
-// Text a spreadsheet would run as a formula gets a leading quote (OWASP CSV injection);
-// numeric columns are left alone, so -1.5 stays a number.
-const defuse = (v) => {
-  const s = (v === null || v === undefined) ? '' : String(v);
-  return /^[=+\\-@\\t\\r]/.test(s) ? "'" + s : s;
-};
-const lines = [header.map(quote).join(',')];
-for (const r of rows) {
-  lines.push(fields.map((f) => {
-    const v = source.data[f][r];
-    return quote(text_fields.includes(f) ? defuse(v) : v);
-  }).join(','));
-}
-const blob = new Blob([lines.join('\\n') + '\\n'], {type: 'text/csv'});
-const url = URL.createObjectURL(blob);
-const link = document.createElement('a');
-link.href = url;
-link.download = filename;
-document.body.appendChild(link);
-link.click();
-document.body.removeChild(link);
-setTimeout(() => URL.revokeObjectURL(url), 1000);
-info.text = 'Downloaded ' + rows.length.toLocaleString('en') + ' rows as ' + filename + '.';
-"""
-
-
 def _point_size(n: int) -> float:
     # Big enough to hover at a few hundred points, small enough not to blot out 20k.
     return float(np.clip(9.0 - 1.5 * np.log10(max(n, 1)), 3.0, 8.0))
@@ -191,6 +117,7 @@ def to_html(path: str | os.PathLike, xy: object, labels: Sequence | None, images
     from bokeh.transform import factor_cmap
 
     from tsimcne_widgets.curation.export import FORMULA_PREFIXES, atomic_write_bytes
+    from tsimcne_widgets.js import load_js
     from .raster import default_palette
     from .thumbs import ThumbnailCache
 
@@ -300,10 +227,10 @@ def to_html(path: str | os.PathLike, xy: object, labels: Sequence | None, images
     info = Div(text="Nothing selected: drag with the lasso or box tool.", width=220, height=40,
                disable_math=True)
     source.selected.js_on_change("indices", CustomJS(args=dict(source=source, info=info),
-                                                     code=_SELECTION_JS))
+                                                     code=load_js("selection_count.js")))
     copy_button = Button(label="Copy indices", width=200)
     copy_button.js_on_event("button_click", CustomJS(args=dict(source=source, info=info),
-                                                     code=_COPY_JS))
+                                                     code=load_js("lib_selected.js", "copy.js")))
     fields = ["index", "label", "x", "y"] + [f"meta_{k}" for k in range(len(meta_names))]
     header_row = ["index", "label", "x", "y"] + [
         "'" + name if name.startswith(FORMULA_PREFIXES) else name for name in meta_names]
@@ -317,7 +244,7 @@ def to_html(path: str | os.PathLike, xy: object, labels: Sequence | None, images
     download_button.js_on_event("button_click", CustomJS(
         args=dict(source=source, info=info, fields=fields, header=header_row,
                   text_fields=text_fields, filename="selection.csv"),
-        code=_DOWNLOAD_JS))
+        code=load_js("download.js")))
     layout = column(header, row(plot, column(info, copy_button, download_button)))
 
     page = file_html(layout, resources=INLINE, title=title)

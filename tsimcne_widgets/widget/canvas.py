@@ -31,6 +31,7 @@ from bokeh.models import (
 )
 from bokeh.plotting import figure
 
+from tsimcne_widgets.js import load_js
 from tsimcne_widgets.render.raster import Rasterizer, data_range
 
 __all__ = ["MapCanvas", "categorize", "fit_ranges", "PROVISIONAL_TEXT", "MISSING_CATEGORY"]
@@ -42,17 +43,6 @@ MAX_CATEGORIES = 20
 OTHER_CATEGORY = "(other)"
 MAX_DRAG_SECONDS = 30.0
 
-# Every map update replaces the raster and, while following, the view: two document
-# changes, sent as two messages.  Moving the view in the browser in the same tick as
-# the raster arrives keeps any frame from showing the new view with the old raster
-# (a blank or shifted map) when the browser is slow to get the second message.
-_FOLLOW_JS = """
-const data = source.data;
-if (data.follow != null && data.follow[0]) {
-  x_range.setv({start: data.x[0], end: data.x[0] + data.dw[0]});
-  y_range.setv({start: data.y[0], end: data.y[0] + data.dh[0]});
-}
-"""
 # The frame's offset inside the figure: the card is positioned relative to the figure.
 _MIN_BORDER = 8
 _CARD_STYLE = {
@@ -212,7 +202,7 @@ class MapCanvas:
         fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh", source=self.source)
         self.source.js_on_change("data", CustomJS(
             args={"source": self.source, "x_range": fig.x_range, "y_range": fig.y_range},
-            code=_FOLLOW_JS))
+            code=load_js("follow.js")))
         self.status_label = Label(
             x=8, y=self.height - 22, x_units="screen", y_units="screen", text="",
             text_font_size="12px", text_color="#555", background_fill_color="white",
@@ -340,7 +330,7 @@ class MapCanvas:
         """Rasterise the map for the current view and send it to the browser.
 
         While following, the new view travels with the raster (see
-        ``_FOLLOW_JS``); the figure's ranges are set afterwards for Python's
+        ``js/follow.js``); the figure's ranges are set afterwards for Python's
         side of the document, which the browser then already shows.
         """
         if self.xy is None or len(self.xy) == 0 or not np.isfinite(self.xy).all(axis=1).any():

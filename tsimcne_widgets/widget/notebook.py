@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["bokehjs_loader_bundle", "publish_bokehjs"]
+__all__ = ["bokehjs_loader_bundle", "loader_script", "publish_bokehjs"]
 
 
 def bokehjs_loader_bundle(models: Sequence | None = None) -> dict[str, str]:
@@ -25,16 +25,35 @@ def bokehjs_loader_bundle(models: Sequence | None = None) -> dict[str, str]:
         1.7 MB for the map canvas, 4 MB with every extension).
     """
     from bokeh.embed.bundle import bundle_for_objs_and_resources
-    from bokeh.io.notebook import JS_MIME_TYPE, LOAD_MIME_TYPE, _loading_js
+    from bokeh.io.notebook import JS_MIME_TYPE, LOAD_MIME_TYPE
     from bokeh.resources import INLINE
 
     bundle = bundle_for_objs_and_resources(list(models) if models else None, INLINE)
     return {
         # The classic notebook runs this script and registers Bokeh's mime renderers;
         # JupyterLab's jupyter_bokeh extension renders LOAD_MIME_TYPE as a <script>.
-        JS_MIME_TYPE: _loading_js(bundle, None, 5000, register_mime=True),
-        LOAD_MIME_TYPE: _loading_js(bundle, None, 5000, register_mime=False),
+        JS_MIME_TYPE: loader_script(bundle, register_mime=True),
+        LOAD_MIME_TYPE: loader_script(bundle, register_mime=False),
     }
+
+
+def loader_script(bundle, register_mime: bool) -> str:
+    """The script ``output_notebook`` runs to load ``bundle``, without asking a CDN.
+
+    The one use of Bokeh's private ``bokeh.io.notebook._loading_js`` (Bokeh has no
+    public call that renders its notebook loader for a given bundle);
+    ``tests/test_notebook_loader.py`` pins what this relies on in the installed Bokeh.
+
+    Parameters
+    ----------
+    bundle : bokeh.embed.bundle.Bundle
+        BokehJS code and styles, e.g. from ``bundle_for_objs_and_resources(.., INLINE)``.
+    register_mime : bool
+        Also register Bokeh's mime renderers (the classic notebook needs this).
+    """
+    from bokeh.io.notebook import _loading_js
+
+    return _loading_js(bundle, None, 5000, register_mime=register_mime)
 
 
 def publish_bokehjs(models: Sequence | None = None) -> None:
