@@ -5,14 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tsimcne_widgets.curation.selection import (
-    SelectionModel,
-    TagStore,
+from tsimcne_widgets.curation.selection import SelectionModel
+from tsimcne_widgets.curation.suggestions import (
     outlier_scores,
     suggest_duplicates,
     suggest_outliers,
-    validate_tag_name,
 )
+from tsimcne_widgets.curation.tags import TagStore, validate_tag_name
 
 N = 40
 
@@ -312,8 +311,6 @@ def test_duplicates_input_checks(rng):
 
 
 def test_tag_files_keep_tags_that_look_like_formulas(tmp_path):
-    from tsimcne_widgets.curation.selection import TagStore
-
     store = TagStore(4)
     store.add("=odd", [0, 2])
     path = store.save(tmp_path / "tags.csv")

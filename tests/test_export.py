@@ -12,15 +12,11 @@ import pytest
 from PIL import Image
 
 from tsimcne_widgets.curation import export
-from tsimcne_widgets.curation.selection import TagStore
-from tsimcne_widgets.data.load import ImageSet
-from tsimcne_widgets.curation.export import (
-    MANIFEST_NAME,
-    export_files,
-    make_subset,
-    selection_frame,
-    write_table,
-)
+from tsimcne_widgets.curation.export import MANIFEST_NAME, export_files, selection_frame
+from tsimcne_widgets.curation.subset import make_subset
+from tsimcne_widgets.curation.tags import TagStore
+from tsimcne_widgets.data.imageset import ImageSet
+from tsimcne_widgets.io.tables import write_table
 
 N = 12
 
@@ -342,7 +338,7 @@ def test_make_subset_from_dataset():
 
 def test_modules_import_without_torch_or_bokeh():
     code = ("import sys, tsimcne_widgets.curation.selection, tsimcne_widgets.curation.export, "
-            "tsimcne_widgets.render.html; "
+            "tsimcne_widgets.curation.subset, tsimcne_widgets.render.html; "
             "bad = [m for m in ('torch', 'bokeh') if m in sys.modules]; "
             "assert not bad, bad")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tsimcne_widgets.render.lasso import combine, points_in_box, points_in_polygon
+from tsimcne_widgets.curation.selection import SelectionModel
+from tsimcne_widgets.render.lasso import points_in_box, points_in_polygon
 
 
 def winding_number(px: float, py: float, polygon) -> int:
@@ -122,16 +123,29 @@ def test_points_in_box_inclusive_and_any_corner_order():
     assert points_in_box(points, 1, 0, 1, 0).tolist() == expected
 
 
-def test_combine_modes():
-    current = np.array([5, 1, 3, 3])
-    new = [3, 4, 4, 9]
-    assert combine(current, new, "replace").tolist() == [3, 4, 9]
-    assert combine(current, new, "add").tolist() == [1, 3, 4, 5, 9]
-    assert combine(current, new, "subtract").tolist() == [1, 5]
-    assert combine(current, new, "intersect").tolist() == [3]
-    assert combine([], [], "add").dtype == np.int64
+@pytest.mark.parametrize("mode, expected", [
+    ("replace", [3, 4, 9]), ("add", [1, 3, 4, 5, 9]), ("subtract", [1, 5]), ("intersect", [3]),
+])
+def test_a_gesture_combines_with_the_selection_through_the_selection_model(mode, expected):
+    # The lasso only says which points a gesture covers; the one place that combines
+    # them with the current selection is SelectionModel.set.
+    points = np.array([[k, 0.0] for k in range(10)])
+    model = SelectionModel(len(points))
+    model.set(np.array([5, 1, 3, 3]))
+    covered = points_in_box(points, 2.5, 4.5, -1, 1) | points_in_box(points, 8.5, 9.5, -1, 1)
+    assert np.flatnonzero(covered).tolist() == [3, 4, 9]
+    result = model.set(covered, mode=mode)
+    assert result.tolist() == expected
+    assert result.dtype == np.int64
+
+
+def test_the_selection_model_refuses_an_unknown_mode_and_keeps_the_selection():
+    model = SelectionModel(10)
+    model.set([1, 2])
     with pytest.raises(ValueError, match="replace"):
-        combine(current, new, "xor")
+        model.set([3], mode="xor")
+    assert model.indices.tolist() == [1, 2]
+    assert SelectionModel(3).set([], mode="add").dtype == np.int64
 
 
 def test_large_lasso_agrees_with_box_for_a_rectangle():

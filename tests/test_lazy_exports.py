@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["tsimcne_widgets", "tsimcne_widgets.render", "tsimcne_widgets.widget"]
+PACKAGES = ["tsimcne_widgets", "tsimcne_widgets.data", "tsimcne_widgets.curation",
+            "tsimcne_widgets.render", "tsimcne_widgets.widget"]
 
 
 def test_importing_the_packages_loads_no_heavy_library():

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from tsimcne_widgets.render.picture import render_map_image, save_map_png
-from tsimcne_widgets.render.raster import default_palette
+from tsimcne_widgets.render.palette import default_palette
 
 
 def blobs(n=3000, classes=5, seed=0):

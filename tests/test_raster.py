@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tsimcne_widgets.render.raster import Rasterizer, data_range, default_palette, to_png_bytes
+from tsimcne_widgets.render.palette import default_palette
+from tsimcne_widgets.render.raster import Rasterizer, data_range, to_png_bytes
 
 RED, BLUE = "#ff0000", "#0000ff"
 

@@ -1,19 +1,30 @@
-"""Curation: selections, tags, suggested selections and exports (numpy + pandas; torch only for Subset)."""
+"""Curation: selections, tags, suggested selections and exports (numpy + pandas; torch only for subsets).
+
+Modules, lowest first: ``base`` (index validation) -> ``selection`` (SelectionModel, the
+selection modes), ``tags`` (TagStore, tag names), ``suggestions`` -> ``export`` (tables and
+image folders), ``subset`` (a selection as a torch dataset).
+"""
 
 from __future__ import annotations
 
 from tsimcne_widgets._lazy import lazy_exports
 
-__all__ = ["SelectionModel", "TagStore", "suggest_outliers", "suggest_duplicates", "export_files", "write_table", "make_subset", "selection_frame"]
+__all__ = ["SelectionModel", "SELECTION_MODES", "TagStore", "validate_tag_name", "as_indices",
+           "suggest_outliers", "suggest_duplicates", "export_files", "write_table",
+           "make_subset", "selection_frame"]
 
 _HOME = {
     "SelectionModel": "selection",
-    "TagStore": "selection",
+    "SELECTION_MODES": "selection",
+    "TagStore": "tags",
+    "validate_tag_name": "tags",
+    "as_indices": "base",
     "suggest_outliers": "suggestions",
     "suggest_duplicates": "suggestions",
     "export_files": "export",
+    # Defined in tsimcne_widgets.io.tables; export writes its manifest with it.
     "write_table": "export",
-    "make_subset": "export",
+    "make_subset": "subset",
     "selection_frame": "export",
 }
 

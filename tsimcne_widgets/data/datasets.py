@@ -12,13 +12,15 @@ from __future__ import annotations
 import os
 import shutil
 import tarfile
-import tempfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 
-from .load import ImageSet, load_images
+from tsimcne_widgets.io.atomic import atomic_folder
+
+from .imageset import ImageSet
+from .load import load_images
 
 __all__ = ["DIGITS_AUGMENTATION", "SHAPE_NAMES", "SHAPES_AUGMENTATION", "cifar10_folder",
            "load_digits", "load_torchvision", "make_shapes"]
@@ -26,14 +28,13 @@ __all__ = ["DIGITS_AUGMENTATION", "SHAPE_NAMES", "SHAPES_AUGMENTATION", "cifar10
 SHAPE_NAMES = ("circle", "square", "triangle", "star", "cross", "ring")
 #: Augmentations that :func:`make_shapes` sets carry (see ``ImageSet.augmentation``).  A shape covers
 #: about a fifth of its image, so the paper's crops of down to 20 % of the image often
-#: miss it, and the network then matches views by their background: 128-D kNN after 60
-#: epochs 0.34 with crops (0.2, 1), 0.54 with crops (0.5, 1) (benchmarks/README.md).
+#: miss it, and the network then matches views by their background (the runs:
+#: benchmarks/README.md, "Short-run recipe").
 SHAPES_AUGMENTATION = {"crop_scale": (0.5, 1.0)}
 #: Augmentations that :func:`load_digits` carries.  Mirror images of digits are other
 #: symbols, so flips teach the network a symmetry the classes do not have, and a fifth
-#: of an 8x8 image (3-4 pixels a side) is too little to recognise anything.  Digits,
-#: ResNet-10 width 8, 150/15/60 epochs, crops (0.56, 1): 2-D kNN 0.89 with flips,
-#: 0.92 without (benchmarks/README.md, "Short-run recipe").
+#: of an 8x8 image (3-4 pixels a side) is too little to recognise anything (the runs:
+#: benchmarks/README.md, "Short-run recipe").
 DIGITS_AUGMENTATION = {"crop_scale": (0.56, 1.0), "flip_p": 0.0}
 
 _TORCHVISION_CLASSES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "mnist": "MNIST",
@@ -339,21 +340,17 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
 
 def _extract_safely(archive: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Extract beside the target and rename at the end, so that an interrupted run or a
-    # concurrent process never leaves a half-filled folder that looks complete.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    if target.exists() and not (target / _EXTRACTED_MARKER).is_file():
+        shutil.rmtree(target)  # leftovers of an older, interrupted extraction
+    # Extracted beside the target and swapped in at the end, so that an interrupted run
+    # or a concurrent process never sees a half-filled folder that looks complete.
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            for member in tar:
-                _check_member(member, archive)
-                tar.extract(member, staging, filter="data")
-        (staging / _EXTRACTED_MARKER).touch()
-        if target.exists() and not (target / _EXTRACTED_MARKER).is_file():
-            shutil.rmtree(target)  # leftovers of an older, interrupted extraction
-        try:
-            os.rename(staging, target)
-        except OSError:
-            if not (target / _EXTRACTED_MARKER).is_file():
-                raise  # not a concurrent extraction that finished first
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with atomic_folder(target, action="extract the CIFAR-10 archive into") as staging:
+            with tarfile.open(archive, "r:*") as tar:
+                for member in tar:
+                    _check_member(member, archive)
+                    tar.extract(member, staging, filter="data")
+            (staging / _EXTRACTED_MARKER).touch()
+    except FileExistsError:
+        if not (target / _EXTRACTED_MARKER).is_file():
+            raise  # not a concurrent extraction that finished first

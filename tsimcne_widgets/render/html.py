@@ -116,9 +116,10 @@ def to_html(path: str | os.PathLike, xy: object, labels: Sequence | None, images
     from bokeh.resources import INLINE
     from bokeh.transform import factor_cmap
 
-    from tsimcne_widgets.curation.export import FORMULA_PREFIXES, atomic_write_bytes
+    from tsimcne_widgets.io.atomic import atomic_write_bytes
+    from tsimcne_widgets.io.tables import FORMULA_PREFIXES
     from tsimcne_widgets.js import load_js
-    from .raster import default_palette
+    from .palette import default_palette
     from .thumbs import ThumbnailCache
 
     path = Path(path)

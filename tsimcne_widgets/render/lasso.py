@@ -1,12 +1,14 @@
-"""Selection geometry: which points a lasso or box covers, and set algebra on selections."""
+"""Selection geometry: which points a lasso or box covers.
+
+Only geometry: combining what a gesture covers with the current selection (add,
+subtract, ...) is :meth:`tsimcne_widgets.curation.selection.SelectionModel.set`.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["points_in_polygon", "points_in_box", "combine", "SELECTION_MODES"]
-
-SELECTION_MODES = ("replace", "add", "subtract", "intersect")
+__all__ = ["points_in_polygon", "points_in_box"]
 
 
 def _as_xy(xy, name: str = "xy") -> np.ndarray:
@@ -63,8 +65,8 @@ def points_in_polygon(xy, polygon) -> np.ndarray:
     Points outside the polygon's bounding box are discarded first.  The rest
     are bucketed into horizontal strips, so each edge only tests the
     contiguous run of points in the strips its y band spans: the work grows
-    with the number of edge crossings rather than points × edges, which keeps
-    a many-vertex lasso over a million points under 100 ms.  A point on
+    with the number of edge crossings rather than points × edges (timings:
+    benchmarks/README.md, "Render layer").  A point on
     the boundary may fall either side, as in any crossing test.
     """
     xy = _as_xy(xy)
@@ -109,32 +111,3 @@ def points_in_polygon(xy, polygon) -> np.ndarray:
 
     inside[candidates[crossed_odd]] = True
     return inside
-
-
-def combine(current, new, mode: str = "replace") -> np.ndarray:
-    """Merge a new selection into the current one.
-
-    Parameters
-    ----------
-    current, new : array_like of int
-        Point indices (any order, duplicates allowed).
-    mode : {"replace", "add", "subtract", "intersect"}
-        ``replace`` keeps ``new``; ``add`` is the union; ``subtract`` removes
-        ``new`` from ``current``; ``intersect`` keeps indices in both.
-
-    Returns
-    -------
-    numpy.ndarray of int64
-        Sorted unique indices.
-    """
-    current = np.unique(np.asarray(current, dtype=np.int64).ravel())
-    new = np.unique(np.asarray(new, dtype=np.int64).ravel())
-    if mode == "replace":
-        return new
-    if mode == "add":
-        return np.union1d(current, new)
-    if mode == "subtract":
-        return np.setdiff1d(current, new, assume_unique=True)
-    if mode == "intersect":
-        return np.intersect1d(current, new, assume_unique=True)
-    raise ValueError(f"mode must be one of {SELECTION_MODES}, got {mode!r}")

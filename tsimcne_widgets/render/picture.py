@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import os
-import re
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .raster import Rasterizer, data_range, default_palette
+from tsimcne_widgets.io.atomic import atomic_path
+
+from .palette import default_palette, natural_key
+from .raster import Rasterizer, data_range
 
 __all__ = ["render_map_image", "save_map_png"]
 
@@ -30,11 +32,6 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
         return ImageFont.load_default()
-
-
-def _natural_key(text: str):
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower())
-            for part in re.split(r"(\d+)", text) if part]
 
 
 def _label_strings(labels, n: int) -> np.ndarray:
@@ -106,7 +103,7 @@ def render_map_image(
     if labels is not None:
         strings = _label_strings(labels, len(xy))
         # Natural order ("2" before "10"), the unlabelled group last.
-        categories = sorted(set(strings.tolist()), key=lambda c: (c == _MISSING_LABEL, _natural_key(c)))
+        categories = sorted(set(strings.tolist()), key=lambda c: natural_key(c, last=(_MISSING_LABEL,)))
         lookup = {name: k for k, name in enumerate(categories)}
         codes = np.fromiter((lookup[s] for s in strings), dtype=np.int32, count=len(strings))
     if categories and palette is None and _MISSING_LABEL in categories:
@@ -209,8 +206,8 @@ def save_map_png(
     xy, labels, title, width, height, palette
         See :func:`render_map_image`.
     path : str or path-like
-        Destination; parent folders must exist.  Written atomically
-        (temporary file, then rename) so a crash never leaves half a PNG.
+        Destination; its folder must exist.  An existing file is replaced atomically
+        (:func:`~tsimcne_widgets.io.atomic.atomic_path`), so a crash never leaves half a PNG.
 
     Returns
     -------
@@ -218,15 +215,6 @@ def save_map_png(
         The path written.
     """
     picture = render_map_image(xy, labels, title, width, height, palette)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"folder {directory!r} does not exist; create it first")
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
+    with atomic_path(path, overwrite=True) as temporary:
         picture.save(temporary, format="PNG", optimize=True)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+    return os.fspath(path)

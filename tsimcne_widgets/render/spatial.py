@@ -56,8 +56,9 @@ class SpatialIndex:
             with self._lock:
                 if self._tree is None:
                     finite = np.isfinite(self._xy).all(axis=1)
-                    # Skipping balancing and node compaction roughly halves the
-                    # build time; queries stay in the tens of microseconds.
+                    # A live map gets a new tree every snapshot: skipping balancing
+                    # and node compaction builds it faster without slowing queries
+                    # (benchmarks/README.md, "Render layer").
                     original_index = np.flatnonzero(finite)
                     tree = cKDTree(
                         self._xy[finite], balanced_tree=False, compact_nodes=False
