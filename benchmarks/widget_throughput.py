@@ -57,8 +57,6 @@ import _common  # noqa: E402
 
 TARGET = 0.90
 STAGE_RATIO = (1000, 50, 450)
-# Relative cost of an epoch in each stage: stage 2 trains only the new output layer.
-STAGE_COST = (1.0, 0.35, 1.0)
 WARM_UP_EPOCHS = (4, 1, 1)
 
 
@@ -83,9 +81,11 @@ def estimator_params(args, epochs) -> dict:
 
 def epochs_for(seconds: float, seconds_per_epoch: float) -> tuple[int, int, int]:
     """Epochs per stage, in the paper's ratio, that take about ``seconds``."""
-    from tsimcne_widgets.widget.session import scale_epochs
+    from tsimcne_widgets.engine.recipe import equivalent_epochs
+    from tsimcne_widgets.engine.schedule import scale_epochs
 
-    mean_cost = sum(r * c for r, c in zip(STAGE_RATIO, STAGE_COST)) / sum(STAGE_RATIO)
+    # Stage 2 trains only the new output layer: its epochs cost less (recipe.STAGE2_COST).
+    mean_cost = equivalent_epochs(STAGE_RATIO) / sum(STAGE_RATIO)
     total = max(3, int(round(seconds / (seconds_per_epoch * mean_cost))))
     return scale_epochs(STAGE_RATIO, total)
 
@@ -98,7 +98,7 @@ def summarise(trainer, wall: float | None) -> dict:
         error = None if trainer is None else trainer.error
         raise RuntimeError(f"the training run did not finish (state {state}, error {error})")
     images = trainer.step * trainer.plan.batch_size
-    epoch_seconds = sum(trainer._epoch_seconds)  # training steps only, per the trainer
+    epoch_seconds = sum(trainer.epoch_seconds)  # training steps only, per the trainer
     return {
         "images": images,
         "elapsed": trainer.elapsed,
@@ -107,7 +107,7 @@ def summarise(trainer, wall: float | None) -> dict:
         "steps_rate": images / epoch_seconds,
         "outside_steps": trainer.elapsed - epoch_seconds,
         "epochs": trainer.total_epoch,
-        "epoch_seconds": list(trainer._epoch_seconds),
+        "epoch_seconds": list(trainer.epoch_seconds),
     }
 
 

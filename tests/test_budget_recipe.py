@@ -5,15 +5,18 @@ import numpy as np
 import pytest
 import torch
 
-from tsimcne_widgets.engine.planner import (
-    CPU_BATCH_SIZE,
+from tsimcne_widgets.engine.planner import CPU_BATCH_SIZE, plan_for_budget
+from tsimcne_widgets.engine.recipe import (
     LONG_RUN_EPOCHS,
     SHORT_RUN_EPOCHS,
     SHORT_RUN_LR_SCALE,
     SHORT_RUN_STAGE3_FACTOR,
+    STAGE2_COST,
     TimeBudget,
+    budget_epochs,
     budget_recipe,
-    plan_for_budget,
+    equivalent_epochs,
+    warmup_epochs_for,
 )
 from tsimcne_widgets.engine.schedule import StagePlan, default_base_lr
 
@@ -100,7 +103,7 @@ def test_one_thread_is_chosen_when_it_trains_faster(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(budget, "_time_candidate", fake_time)
     monkeypatch.setattr(budget.torch, "get_num_threads", lambda: 2)
-    monkeypatch.setattr("tsimcne_widgets.engine.device.set_cpu_threads", lambda n: None)
+    monkeypatch.setattr(budget, "set_cpu_threads", lambda n: None)
     choice = plan_for_budget(5.0, 600, 8, "cpu", 64, candidates=[("resnet10", 8)], hidden_dim=16)
     assert 1 in timings and choice.num_threads == 1
     # and when all cores are faster, they stay
@@ -137,8 +140,28 @@ def test_the_chosen_network_gets_all_cores_back_when_they_are_faster(monkeypatch
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(budget, "_time_candidate", fake_time)
     monkeypatch.setattr(budget.torch, "get_num_threads", lambda: 2)
-    monkeypatch.setattr("tsimcne_widgets.engine.device.set_cpu_threads", lambda n: None)
-    monkeypatch.setattr("tsimcne_widgets.engine.device.available_cores", lambda: 2)
+    monkeypatch.setattr(budget, "set_cpu_threads", lambda n: None)
+    monkeypatch.setattr(budget, "available_cores", lambda: 2)
     choice = plan_for_budget(60.0, 600, 8, "cpu", 64, hidden_dim=16,
                              candidates=[("resnet10", 8), ("resnet10", 16)])
     assert (choice.backbone, choice.width, choice.num_threads) == ("resnet10", 16, 2)
+
+
+def test_budget_epochs_fill_the_seconds_in_the_ratio_within_the_bounds():
+    # 1000 : 50 : 450 at 1 s per full-cost epoch: 1467.5 s hold exactly the paper's run.
+    assert equivalent_epochs((1000, 50, 450)) == pytest.approx(LONG_RUN_EPOCHS)
+    assert budget_epochs(LONG_RUN_EPOCHS, 1.0, (1000, 50, 450), (1000, 50, 450), (3, 1, 1)) \
+        == (1000, 50, 450)
+    half = budget_epochs(LONG_RUN_EPOCHS / 2, 1.0, (1000, 50, 450), (1000, 50, 450), (3, 1, 1))
+    assert half == (500, 25, 225)
+    # caps, then floors: a generous budget stops at the caps, a tiny one keeps the floors
+    assert budget_epochs(1e9, 1.0, (10, 1, 5), (10, 1, 5), (3, 1, 1)) == (10, 1, 5)
+    assert budget_epochs(0.0, 1.0, (10, 1, 5), (10, 1, 5), (3, 1, 1)) == (3, 1, 1)
+    # stage 2 costs STAGE2_COST of a full epoch
+    assert equivalent_epochs((0, 100)) == pytest.approx(100 * STAGE2_COST)
+
+
+def test_warmup_is_a_tenth_of_a_short_stage_and_none_in_stage_two():
+    assert warmup_epochs_for((1000, 50, 450)) == (10, 0, 10)
+    assert warmup_epochs_for((25, 3, 4)) == (3, 0, 1)
+    assert warmup_epochs_for((5,)) == (1, 0, 0)  # three entries, as StagePlan wants

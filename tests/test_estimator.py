@@ -187,7 +187,7 @@ def test_no_warning_on_a_clean_fit(digits64):
 
 
 def test_time_budget_refit_matches_the_measured_speed():
-    from tsimcne_widgets.engine.planner import TimeBudget
+    from tsimcne_widgets.engine.recipe import TimeBudget
     from tsimcne_widgets.engine.schedule import StagePlan
 
     plan = StagePlan((20, 1, 9), batch_size=32, steps_per_epoch=2)
@@ -202,7 +202,7 @@ def test_time_budget_refit_matches_the_measured_speed():
 
 
 def test_trainer_refits_its_plan_to_the_time_budget(digits64):
-    from tsimcne_widgets.engine.planner import TimeBudget
+    from tsimcne_widgets.engine.recipe import TimeBudget
     from tsimcne_widgets.engine.schedule import StagePlan
     from tsimcne_widgets.engine.trainer import Trainer
 
@@ -249,3 +249,22 @@ def test_the_datas_own_augmentation_is_used_unless_the_user_gives_one(digits64):
     assert mine.trainer_.augmenter.flip_p == 0.5
     assert mine.trainer_.augmenter.crop_scale == (0.2, 1.0)  # the user's dict replaces the data's
     assert make_shapes(12).augmentation["crop_scale"] == (0.5, 1.0)
+
+
+def test_prepare_then_adopt_is_fit(fitted, digits64):
+    from tsimcne_widgets.engine.trainer import Trainer
+
+    estimator = TSimCNE(total_epochs=(1, 1, 1), **TINY)
+    trainer = estimator.prepare(digits64)
+    assert isinstance(trainer, Trainer) and trainer.state == "idle"
+    assert estimator.trainer_ is trainer and not hasattr(estimator, "embedding_")
+    np.testing.assert_array_equal(estimator.labels_, digits64.labels)
+    with pytest.raises(RuntimeError, match="has not run yet"):
+        estimator.adopt(trainer)
+    trainer.start()  # e.g. in the background, as the widget does
+    assert trainer.wait(timeout=120) and trainer.state == "finished"
+    assert estimator.adopt(trainer) is estimator
+    np.testing.assert_array_equal(estimator.embedding_, fitted.embedding_)  # same seed
+    assert estimator.n_features_out_ == 2 and estimator.training_size_ == (8, 8)
+    # One inference path: the estimator's transform is the trainer's own map.
+    np.testing.assert_array_equal(estimator.transform(digits64), trainer.embed())

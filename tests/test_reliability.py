@@ -29,7 +29,6 @@ from PIL import Image
 
 from tsimcne_widgets.curation import export as export_module
 from tsimcne_widgets.engine.checkpoint import load_checkpoint, save_checkpoint
-from tsimcne_widgets.data.load import load_images
 from tsimcne_widgets.engine.estimator import TSimCNE
 from tsimcne_widgets.engine.models import build_backbone
 from tsimcne_widgets.engine.events import Snapshot
@@ -228,7 +227,7 @@ def test_kernel_restart_explorer_load_resumes_from_the_checkpoint(images, tmp_pa
     # Saved while training runs, in the middle of an epoch: the training thread is held
     # after its 7th step (epoch 3 of stage 1, 1 of its 3 steps done) while save() runs.
     held_at, held = 7, threading.Event()
-    train_step = Trainer._train_step
+    train_step = Trainer.train_step
 
     def hold_after_step(trainer, batch):
         loss = train_step(trainer, batch)
@@ -237,7 +236,7 @@ def test_kernel_restart_explorer_load_resumes_from_the_checkpoint(images, tmp_pa
             held.set()
         return loss
 
-    monkeypatch.setattr(Trainer, "_train_step", hold_after_step)
+    monkeypatch.setattr(Trainer, "train_step", hold_after_step)
     explorer = Explorer(images, labels=labels, total_epochs=(6, 1, 1), **TINY)
     explorer.start()
     assert held.wait(timeout=120)
@@ -291,7 +290,7 @@ def test_kernel_restart_explorer_load_resumes_from_the_checkpoint(images, tmp_pa
 
 def test_stop_during_a_stage_change(images, tmp_path, monkeypatch):
     entered, release = threading.Event(), threading.Event()
-    enter_stage = Trainer._enter_stage
+    enter_stage = Trainer.enter_stage
 
     def slow_stage_change(trainer):
         if trainer.stage == 2 and not release.is_set():
@@ -299,7 +298,7 @@ def test_stop_during_a_stage_change(images, tmp_path, monkeypatch):
             release.wait(timeout=60)
         return enter_stage(trainer)
 
-    monkeypatch.setattr(Trainer, "_enter_stage", slow_stage_change)
+    monkeypatch.setattr(Trainer, "enter_stage", slow_stage_change)
     explorer = Explorer(images, total_epochs=(2, 1, 1), **TINY)
     explorer.start()
     assert entered.wait(timeout=120)
@@ -315,7 +314,7 @@ def test_stop_during_a_stage_change(images, tmp_path, monkeypatch):
     assert any("stopped" in text for _, text in explorer.messages)
 
     # The stopped run is a consistent, resumable state: save, load, finish.
-    monkeypatch.setattr(Trainer, "_enter_stage", enter_stage)
+    monkeypatch.setattr(Trainer, "enter_stage", enter_stage)
     loaded = Explorer.load(explorer.save(tmp_path / "session"))
     loaded.resume()
     assert loaded.wait(timeout=120) and loaded.state == "finished", loaded.messages
@@ -346,8 +345,7 @@ def test_start_twice(images, monkeypatch):
     assert explorer.wait(timeout=60) and explorer.state == "stopped"
 
     # A Trainer runs once, even when started twice from two threads at the same time.
-    plan_trainer = TSimCNE(total_epochs=(200, 1, 1), **TINY)._make_trainer(
-        load_images(images), [])
+    plan_trainer = TSimCNE(total_epochs=(200, 1, 1), **TINY).prepare(images)
     errors = []
 
     def start():
@@ -445,13 +443,11 @@ def test_interpreter_exit_while_training_stops_the_threads_first(images, tmp_pat
     script = (
         "import sys, time\n"
         "import numpy as np\n"
-        "from tsimcne_widgets.data.load import load_images\n"
         "from tsimcne_widgets.engine.estimator import TSimCNE\n"
         "from tsimcne_widgets.widget.explorer import Explorer\n"
         f"options = {TINY!r}\n"
         "images = np.load(sys.argv[1])\n"
-        "trainer = TSimCNE(total_epochs=(500, 1, 1), **options)._make_trainer(\n"
-        "    load_images(images), [])\n"
+        "trainer = TSimCNE(total_epochs=(500, 1, 1), **options).prepare(images)\n"
         "trainer.start()\n"
         "explorer = Explorer(images, total_epochs=(500, 1, 1), **options)\n"
         "explorer.start()\n"

@@ -1,6 +1,7 @@
 """Tests for the per-stage learning-rate schedule."""
 
 
+import numpy as np
 import pytest
 
 from tsimcne_widgets.engine.schedule import StagePlan, default_base_lr
@@ -106,3 +107,31 @@ def test_out_of_range_step_raises(plan):
     with pytest.raises(ValueError, match="step_in_stage"):
         plan.lr_at(1, plan.stage_steps(1))
 
+
+
+def test_one_epoch_normaliser_for_plans_estimators_and_the_widget():
+    from tsimcne_widgets.engine.schedule import epoch_tuple
+
+    assert epoch_tuple(5) == (5,)
+    assert epoch_tuple(np.array([3, 1, 1])) == (3, 1, 1)
+    assert epoch_tuple([np.int64(2), 1.0]) == (2, 1)
+    for bad, error, pattern in [
+        (True, TypeError, "total_epochs must be an int"),
+        ("100", TypeError, "total_epochs must be an int"),
+        ((1, "a"), TypeError, "total_epochs must be an int"),
+        ((), ValueError, "total_epochs needs 1 to 3 stages"),
+        (1.5, ValueError, "total_epochs must be whole numbers"),
+        ((10, 0, 5), ValueError, "at least 1 epoch: total_epochs"),
+    ]:
+        with pytest.raises(error, match=pattern):
+            epoch_tuple(bad, "total_epochs")
+
+
+@pytest.mark.parametrize("total", [1, 2, 3, 10, 150, 1499, 1500, 10_000])
+def test_scaled_epochs_keep_the_ratio_and_the_total(total):
+    from tsimcne_widgets.engine.schedule import scale_epochs
+
+    epochs = scale_epochs((1000, 50, 450), total)
+    assert sum(epochs) == max(total, 3) and min(epochs) >= 1
+    if total >= 150:
+        assert epochs[0] / sum(epochs) == pytest.approx(1000 / 1500, abs=0.01)

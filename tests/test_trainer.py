@@ -72,10 +72,10 @@ def test_stage_two_trains_only_the_new_output_layer(images):
 class RecordingTrainer(Trainer):
     """Records the learning rate each optimiser step actually used."""
 
-    def _train_step(self, batch):
+    def train_step(self, batch):
         group = self.optimizer.param_groups[0]
         self.used.append((self.stage, group["lr"], group["momentum"], group["weight_decay"]))
-        return super()._train_step(batch)
+        return super().train_step(batch)
 
 
 def test_optimiser_uses_the_planned_learning_rate_at_every_step(images):
@@ -188,7 +188,7 @@ def wait_for(condition, timeout=60.0):
         time.sleep(0.01)
 
 
-def test_pause_resume_stop_from_another_thread(images):
+def test_pause_unpause_stop_from_another_thread(images):
     snapshots = []
     trainer = make_trainer(images, epochs=(1000,), callbacks=[snapshots.append])
     assert trainer.state == "idle"
@@ -201,7 +201,7 @@ def test_pause_resume_stop_from_another_thread(images):
     time.sleep(0.5)
     assert trainer.step == paused_step and trainer.state == "paused"
     assert not trainer.wait(0.01)
-    trainer.resume()
+    trainer.unpause()
     assert trainer.state == "running"
     wait_for(lambda: trainer.step > paused_step + 1)
     stopper = threading.Thread(target=trainer.stop)
@@ -264,6 +264,16 @@ def test_checkpoint_is_plain_and_loads_with_weights_only(images, tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["run.pt"]  # no temp files left
 
 
+def assert_continues_exactly(resumed, reference):
+    """Run ``resumed`` to the end: the same steps, losses and weights as ``reference``."""
+    assert resumed.run() == "finished"
+    assert resumed.step == reference.step
+    assert resumed.losses == pytest.approx(reference.losses, rel=1e-5)
+    expected = reference.model.state_dict()
+    for key, value in resumed.model.state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
 @pytest.mark.parametrize("stop_at", [(1, 1), (1, 2), (3, 1)], ids=["mid-stage-1", "stage-1-end", "mid-stage-3"])
 def test_resumed_run_reproduces_the_uninterrupted_one(images, tmp_path, stop_at):
     epochs = (2, 1, 2)
@@ -282,12 +292,7 @@ def test_resumed_run_reproduces_the_uninterrupted_one(images, tmp_path, stop_at)
     assert interrupted.run() == "stopped"
     resumed = Trainer.resume_from(path, images, device="cpu", num_threads=1)
     assert (resumed.stage, resumed.epoch) == stop_at
-    assert resumed.run() == "finished"
-    assert resumed.step == reference.step
-    assert resumed.losses == pytest.approx(reference.losses, rel=1e-5)
-    expected = reference.model.state_dict()
-    for key, value in resumed.model.state_dict().items():
-        torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert_continues_exactly(resumed, reference)
 
 
 def test_resume_refuses_other_data(images, tmp_path):
@@ -302,3 +307,80 @@ def test_plan_must_fit_the_data(images):
         Trainer(images, StagePlan.from_total_epochs(1, 200, BATCH), **TINY)
     with pytest.raises(ValueError, match="at least 2 images"):
         Trainer(images[:1], StagePlan((1,), 1, 1), **TINY)
+
+
+class StopAfterSteps(Trainer):
+    """Stops itself after ``stop_after`` optimiser steps: in the middle of an epoch."""
+
+    stop_after = 0
+
+    def train_step(self, batch):
+        loss = super().train_step(batch)
+        if self.step + 1 == self.stop_after:  # the counter moves on right after this
+            self.stop()
+        return loss
+
+
+def test_state_dict_moves_a_run_mid_epoch_into_a_fresh_trainer(images):
+    epochs = (3, 1, 1)
+    reference = make_trainer(images, epochs=epochs, random_state=3)
+    reference.run()
+
+    interrupted = StopAfterSteps(images, make_plan(epochs),
+                                 **dict(TINY, random_state=3, map_time_fraction=float("inf")))
+    interrupted.stop_after = 3  # epoch 2 of stage 1, one of its two steps done
+    assert interrupted.run() == "stopped"
+    state = interrupted.state_dict()
+    assert (state["stage"], state["epoch"], state["step"]) == (1, 1, 3)
+    assert state["epoch_in_progress"]["steps_done"] == 1
+    momentum = next(iter(state["optimizer"]["state"].values()))["momentum_buffer"].clone()
+
+    # A copy: training on (here: one more step) leaves the state as it was taken.
+    interrupted.train_step(interrupted.images[:BATCH])
+    assert torch.equal(next(iter(state["optimizer"]["state"].values()))["momentum_buffer"],
+                       momentum)
+
+    fresh = make_trainer(images, epochs=(1,), random_state=99)  # plan and seed: from the state
+    fresh.load_state_dict(state)
+    assert fresh.plan == reference.plan and (fresh.stage, fresh.step) == (1, 3)
+    assert_continues_exactly(fresh, reference)
+
+    with pytest.raises(RuntimeError, match="has not started"):
+        fresh.load_state_dict(state)
+    with pytest.raises(ValueError, match="same images"):
+        make_trainer(images[:32], epochs=(1,), plan=StagePlan.from_total_epochs(
+            (1,), 32, BATCH)).load_state_dict(state)
+
+
+def test_checkpoints_without_the_newer_entries_still_resume(images, tmp_path):
+    # Files written before the output-layer flag and the epoch in progress existed.
+    path = tmp_path / "old.ckpt"
+    epochs = (2, 1, 2)
+    reference = make_trainer(images, epochs=epochs, random_state=5)
+    reference.run()
+    old = make_trainer(images, epochs=epochs, random_state=5, checkpoint_path=path,
+                       checkpoint_every=1, callbacks=[lambda s: (s.stage, s.epoch) == (3, 1)])
+    assert old.run() == "stopped"
+    state = load_checkpoint(path)
+    del state["output_layer_replaced"], state["epoch_in_progress"]
+    torch.save(state, path)
+    resumed = Trainer.resume_from(path, images, device="cpu", num_threads=1)
+    assert resumed.output_layer_replaced and resumed.model.out_dim == 2
+    assert_continues_exactly(resumed, reference)
+
+
+def test_public_step_api_trains_and_times_steps(images):
+    from tsimcne_widgets.engine.planner import time_training_steps
+
+    trainer = make_trainer(images, epochs=(1,))
+    trainer.enter_stage()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    loss = trainer.train_step(trainer.images[:BATCH])
+    assert loss.shape == () and torch.isfinite(loss)
+    changed = [k for k, v in trainer.model.state_dict().items() if not torch.equal(v, before[k])]
+    assert "head.2.weight" in changed and any(k.startswith("backbone.") for k in changed)
+    seconds = time_training_steps(trainer, n_steps=2, warmup=1)
+    assert 0 < seconds < 60
+    trainer.run()
+    with pytest.raises(RuntimeError, match="has not started"):
+        time_training_steps(trainer)

@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="checkpoint file written during training; resumed when it exists")
     train.add_argument("--image-size", type=int, help="resize images to this side")
     train.add_argument("--compile", action="store_true", help="use torch.compile (long GPU runs)")
+    train.add_argument("--snapshots", type=Path,
+                       help="write every map into this folder, for Explorer.watch elsewhere")
+    train.add_argument("--store", action="store_true",
+                       help="decode the images once into a memory-mapped cache and train from "
+                       "disk (collections larger than memory; $TSIMCNE_CACHE sets its folder)")
     _add_common(train)
     return parser
 
@@ -88,7 +93,7 @@ def _write_map_csv(path: Path, xy, labels, paths=None) -> None:
     import numpy as np
     import pandas as pd
 
-    from tsimcne_widgets.curation.export import write_table
+    from tsimcne_widgets.io.tables import write_table
 
     n = len(xy)
     columns = {
@@ -109,7 +114,7 @@ def _as_2d(embedding):
         return embedding
     import torch
 
-    from tsimcne_widgets.engine.device import pca_2d
+    from tsimcne_widgets.engine.tensors import pca_2d
 
     return pca_2d(torch.from_numpy(embedding))
 
@@ -171,25 +176,47 @@ def _run_train(args) -> int:
 
     if not Path(args.data).exists():
         raise UserError(f"{args.data!r} does not exist; pass an image folder or a CSV file")
+    from tsimcne_widgets.engine.distributed import device_for, setup_from_env, shutdown
+
+    ctx = setup_from_env(args.device)  # under torchrun: join the other processes
+    main_rank = ctx is None or ctx.rank == 0  # only rank 0 writes files
+    if ctx is not None and (args.budget is not None or args.batch_size % ctx.world_size):
+        raise UserError(f"with {ctx.world_size} processes pass --epochs (not --budget) and a "
+                        f"--batch-size divisible by {ctx.world_size}")
     out = _prepare_out(args.out)
-    images = load_images(args.data, image_size=args.image_size)
+    if args.store:
+        from tsimcne_widgets.data.store import open_store
+
+        images = open_store(args.data, image_size=args.image_size, progress=not args.quiet)
+    else:
+        images = load_images(args.data, image_size=args.image_size)
     print(f"{len(images)} images of {images.image_size[0]}x{images.image_size[1]} px"
           + (f", {len(images.label_names)} labels" if images.labels is not None else ""))
+    callbacks = []
+    if args.snapshots is not None and main_rank:
+        from tsimcne_widgets.widget.watch import SnapshotWriter
+
+        callbacks.append(SnapshotWriter(args.snapshots))
     estimator = TSimCNE(
         total_epochs=args.epochs, batch_size=args.batch_size, backbone=args.backbone,
-        device=args.device, random_state=args.seed, time_budget=args.budget,
-        checkpoint_path=args.checkpoint, compile=args.compile, verbose=not args.quiet,
+        device=device_for(ctx, args.device), random_state=args.seed, time_budget=args.budget,
+        checkpoint_path=args.checkpoint if main_rank else None, compile=args.compile,
+        verbose=not args.quiet and main_rank,
     )
     if args.checkpoint is not None and args.checkpoint.exists():
         print(f"resuming from {args.checkpoint}")
-        estimator.resume(images, args.checkpoint)
+        estimator.resume(images, args.checkpoint, callbacks=callbacks)
     else:
-        estimator.fit(images)
+        estimator.fit(images, callbacks=callbacks)
+    if not main_rank:
+        shutdown()
+        return 0
     xy = _as_2d(estimator.embedding_)
     _write_map_csv(out / "map.csv", xy, images.labels, images.paths)
     save_map_png(xy, images.labels, out / "map.png", title=f"t-SimCNE, {Path(args.data).name}")
     estimator.save(out / "model.pt")
     print(f"wrote {out / 'map.csv'}, {out / 'map.png'}, {out / 'model.pt'}")
+    shutdown()
     return 0
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,9 +16,11 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from tsimcne_widgets.io.atomic import atomic_path, file_in_the_way
+
 from .augment import Augmenter
-from .device import images_to_tensor
 from .schedule import StagePlan
+from .tensors import images_to_tensor
 
 __all__ = [
     "save_checkpoint",
@@ -30,8 +31,7 @@ __all__ = [
     "augmenter_from_config",
     "plan_config",
     "plan_from_config",
-    "training_state",
-    "restore_training_state",
+    "training_checkpoint",
     "resume_trainer",
 ]
 
@@ -113,7 +113,7 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as exc:
-        blocker = _file_in_the_way(path)
+        blocker = file_in_the_way(path)
         if blocker is None:
             raise
         raise NotADirectoryError(
@@ -122,29 +122,9 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
         ) from exc
     payload = to_plain(dict(state))
     payload.setdefault("format", CHECKPOINT_FORMAT)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_path(path, overwrite=True) as temporary:
+        torch.save(payload, temporary)
     return path
-
-
-def _file_in_the_way(path: Path) -> Path | None:
-    # The nearest existing ancestor, when it is a regular file (then no folder can be
-    # created on the way, and "create it first" would be the wrong advice).
-    for ancestor in path.parents:
-        if ancestor.exists() or ancestor.is_symlink():
-            return None if ancestor.is_dir() else ancestor
-    return None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -236,106 +216,20 @@ def _numpy_rng_state() -> dict:
     }
 
 
-def _epoch_in_progress(trainer) -> dict | None:
-    order = getattr(trainer, "_epoch_order", None)
-    if order is None:
-        return None
-    return {
-        "order": order.detach().cpu().clone(),
-        "steps_done": int(trainer._epoch_steps_done),
-        "loss_sum": float(trainer._epoch_loss_sum),
-    }
+def training_checkpoint(trainer) -> dict:
+    """The contents of a training checkpoint of ``trainer``.
 
-
-def training_state(trainer) -> dict:
-    """Everything a :class:`~tsimcne_widgets.engine.trainer.Trainer` needs to continue its run.
-
-    Model and optimiser state, the position (stage, completed epochs of the stage,
-    steps, and for a checkpoint taken mid-epoch the epoch's batch order, steps done and
-    loss so far, so that resuming continues at the next step), the plan, network and
-    augmentation settings, the seed, the random state (the trainer's own CPU and device
-    generators, which are all it draws from; the process-wide torch and numpy states are
-    stored too, for older readers, but never restored), the per-epoch losses and the
-    latest map.
+    Its :meth:`~tsimcne_widgets.engine.trainer.Trainer.state_dict` (network, position,
+    optimiser, the trainer's own generators, losses, latest map), marked as a training
+    checkpoint.  The process-wide torch and numpy random states are stored too, for
+    older readers, but never restored: they belong to the user, and the trainer never
+    draws from them.
     """
-    model_state = trainer.model.state_dict()
-    return {
-        "kind": "training",
-        "model_config": dict(trainer.model_config),
-        "augmenter": augmenter_config(trainer.augmenter),
-        "plan": plan_config(trainer.plan),
-        "seed": trainer.seed,
-        "n_images": trainer.n_images,
-        "image_shape": list(trainer.images.shape[1:]),
-        "fingerprint": trainer.fingerprint,
-        "stage": trainer.stage,
-        "epoch": trainer.epoch,
-        "step": trainer.step,
-        "epoch_in_progress": _epoch_in_progress(trainer),
-        "output_layer_replaced": bool(trainer.output_layer_replaced),
-        "losses": list(trainer.losses),
-        "elapsed": trainer.elapsed,
-        "model": {key: value.detach().cpu().clone() for key, value in model_state.items()},
-        "optimizer": trainer.optimizer.state_dict() if trainer.optimizer is not None else None,
-        "rng": {
-            "torch_cpu": torch.get_rng_state(),
-            "cpu_generator": trainer.cpu_generator.get_state(),
-            "device_generator": trainer.device_generator.get_state().cpu(),
-            "device_type": trainer.device.type,
-            "numpy": _numpy_rng_state(),
-        },
-        "embedding": trainer.last_map,
-    }
-
-
-def restore_training_state(trainer, state: Mapping[str, Any]) -> None:
-    """Put a freshly built trainer where :func:`training_state` left off.
-
-    The model's output layer is swapped first when the checkpoint's was, so the state
-    dict fits; the optimiser state is kept for the stage's next step unless the stage is
-    complete (the next stage starts a fresh optimiser).  A checkpoint taken mid-epoch
-    continues that epoch: same batch order, from the next step.
-
-    Only the trainer's own generators are restored: the process-wide torch and numpy
-    random states belong to the user (a widget resumes in a background thread while
-    the notebook keeps drawing from them), and the trainer never draws from them.
-    """
-    trainer.stage, trainer.epoch = int(state["stage"]), int(state["epoch"])
-    trainer.step = int(state["step"])
-    trainer.losses = [float(value) for value in state["losses"]]
-    trainer.restore_elapsed(float(state["elapsed"]))
-    progress = state.get("epoch_in_progress")
-    if progress is not None:
-        order, done = progress["order"], int(progress["steps_done"])
-        if order.shape != (trainer.n_images,) or not 0 <= done <= trainer.plan.steps_per_epoch:
-            raise ValueError(
-                f"the checkpoint's epoch in progress ({done} steps over {order.numel()} "
-                f"images) does not fit its plan of {trainer.plan.steps_per_epoch} steps over "
-                f"{trainer.n_images} images; the file is damaged: use an earlier checkpoint"
-            )
-        trainer._epoch_order = order.to(trainer.device)
-        trainer._epoch_steps_done = done
-        trainer._epoch_loss_sum = torch.tensor(
-            float(progress["loss_sum"]), device=trainer.device, dtype=torch.float32)
-    # Checkpoints taken between a stage's end and the next stage's first step can still
-    # hold the 128-D output layer (older files lack the flag: past stage 1, replaced).
-    if state.get("output_layer_replaced", trainer.stage >= 2):
-        trainer.model.replace_output_layer(trainer.model_config["out_dim"])
-        trainer.output_layer_replaced = True
-    trainer.model.load_state_dict(state["model"])
-    trainer.model.to(trainer.device)
-    if trainer.channels_last:
-        trainer.model.to(memory_format=torch.channels_last)
-    stage_done = trainer.epoch >= trainer.plan.epochs[trainer.stage - 1]
-    trainer.pending_optimizer_state = None if stage_done else state["optimizer"]
-    rng = state["rng"]
-    trainer.cpu_generator.set_state(rng["cpu_generator"])
-    if rng["device_type"] == trainer.device.type:
-        trainer.device_generator.set_state(rng["device_generator"])
-    if state.get("embedding") is not None:
-        embedding = state["embedding"].numpy().astype(np.float32)
-        embedding.flags.writeable = False
-        trainer.last_map = embedding
+    state = dict(trainer.state_dict())
+    state["kind"] = "training"
+    state["rng"] = {**state["rng"], "torch_cpu": torch.get_rng_state(),
+                    "numpy": _numpy_rng_state()}
+    return state
 
 
 def resume_trainer(trainer_class, path: str | os.PathLike, images, **kwargs):
@@ -379,6 +273,5 @@ def resume_trainer(trainer_class, path: str | os.PathLike, images, **kwargs):
             UserWarning,
             stacklevel=3,
         )
-    with trainer.model_lock:
-        restore_training_state(trainer, state)
+    trainer.load_state_dict(state)
     return trainer

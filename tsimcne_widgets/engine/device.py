@@ -1,22 +1,17 @@
-"""Device choice, tensor conversion and map helpers shared by the trainer, estimator and budget."""
+"""Where training runs and how: device choice, CPU threads, OpenMP teams, memory layout."""
 
 from __future__ import annotations
 
 import ctypes
 import os
 import platform
-import zlib
 
-import numpy as np
 import torch
 
 __all__ = [
     "resolve_device",
     "mps_available",
     "available_cores",
-    "images_to_tensor",
-    "data_fingerprint",
-    "pca_2d",
     "set_cpu_threads",
     "release_idle_openmp_threads",
     "onednn_cpu_isa",
@@ -77,58 +72,6 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def images_to_tensor(images) -> torch.Tensor:
-    """uint8 ``(N, 3, H, W)`` CPU tensor from an ImageSet, NHWC uint8 array or NCHW tensor."""
-    images = getattr(images, "images", images)
-    if isinstance(images, torch.Tensor):
-        tensor = images.detach().cpu()
-        if tensor.ndim == 4 and tensor.shape[1] != 3 and tensor.shape[-1] == 3:
-            tensor = tensor.permute(0, 3, 1, 2)
-    else:
-        array = np.asarray(images)
-        if array.ndim != 4 or array.shape[-1] != 3:
-            raise ValueError(
-                f"expected uint8 (N, H, W, 3) images, got shape {array.shape}; "
-                "convert them with tsimcne_widgets.load_images"
-            )
-        # A copy: ImageSet arrays are read-only and torch wants writable memory.
-        tensor = torch.from_numpy(np.array(array, copy=True, order="C")).permute(0, 3, 1, 2)
-    if tensor.dtype != torch.uint8 or tensor.ndim != 4 or tensor.shape[1] != 3:
-        raise ValueError(
-            f"expected uint8 RGB images, got {tensor.dtype} with shape {tuple(tensor.shape)}; "
-            "convert them with tsimcne_widgets.load_images"
-        )
-    return tensor.contiguous()
-
-
-def data_fingerprint(images: torch.Tensor) -> int:
-    """A cheap checksum of a strided sample of the images (to match checkpoints to data)."""
-    stride = max(1, images.shape[0] // 64)
-    return zlib.crc32(images[::stride].numpy().tobytes())
-
-
-def pca_2d(output: torch.Tensor, previous: np.ndarray | None = None) -> np.ndarray:
-    """First two principal components of ``(N, D)`` outputs as float32.
-
-    Each axis's sign is chosen to agree with ``previous`` (the last frame), so the
-    provisional map does not flip between frames.  Outputs narrower than 2 are padded.
-    """
-    z = output.detach().to(torch.float64)
-    z = z - z.mean(dim=0, keepdim=True)
-    if z.shape[1] <= 2:
-        xy = torch.nn.functional.pad(z, (0, 2 - z.shape[1]))
-    else:
-        # eigh of the D x D covariance: cheaper than an SVD of N x D and free of the
-        # global RNG that torch.pca_lowrank would consume.
-        _, vectors = torch.linalg.eigh(z.T @ z)
-        xy = z @ vectors[:, -2:].flip(1)
-    xy = xy.cpu().numpy().astype(np.float32)
-    if previous is not None and previous.shape == xy.shape:
-        signs = np.where((xy * previous).sum(axis=0) < 0, -1.0, 1.0).astype(np.float32)
-        xy *= signs
-    return xy
 
 
 def set_cpu_threads(num_threads: int | None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import os
 import time
@@ -16,34 +15,18 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from .augment import Augmenter
+from .augment_policy import augmentation_for
 from .checkpoint import load_checkpoint, save_checkpoint
 from tsimcne_widgets.data.load import ImageSet, load_images
+from .device import choose_memory_layout, resolve_device
+from .inference import embed
 from .models import TSimCNENet, build_backbone
-from .device import choose_memory_layout, images_to_tensor, resolve_device
-from .schedule import DEFAULT_EPOCHS, StagePlan
+from .planner import plan_for_budget
+from .schedule import DEFAULT_EPOCHS, StagePlan, epoch_tuple
+from .tensors import images_to_tensor
 from .trainer import Trainer
 
 __all__ = ["TSimCNE", "NotFittedError"]
-
-
-def _epoch_tuple(total_epochs) -> tuple[int, ...]:
-    if isinstance(total_epochs, bool):
-        raise TypeError("total_epochs must be an int or a list of 1 to 3 ints")
-    if isinstance(total_epochs, (int, np.integer)):
-        values = (total_epochs,)
-    elif isinstance(total_epochs, (list, tuple, np.ndarray)):
-        values = tuple(total_epochs)
-    else:
-        raise TypeError(
-            f"total_epochs must be an int or a list of 1 to 3 ints, got {total_epochs!r}; "
-            "e.g. (1000, 50, 450)"
-        )
-    if not 1 <= len(values) <= 3 or any(int(v) != v or int(v) < 1 for v in values):
-        raise ValueError(
-            f"total_epochs must be a positive int or 1 to 3 positive ints (one per stage), "
-            f"got {total_epochs!r}; e.g. (1000, 50, 450)"
-        )
-    return tuple(int(v) for v in values)
 
 
 class TSimCNE(BaseEstimator):
@@ -102,7 +85,8 @@ class TSimCNE(BaseEstimator):
     labels_ : numpy.ndarray or None
         Labels of the training images where the data had them.
     trainer_ : Trainer
-        The trainer of the last fit (pause/resume/stop from another thread).
+        The trainer of the last fit or :meth:`prepare` (pause, unpause or stop it from
+        another thread).
 
     Examples
     --------
@@ -205,8 +189,8 @@ class TSimCNE(BaseEstimator):
         return not isinstance(self.backbone, str) or named_width or self.backbone_width is not None
 
     # ------------------------------------------------------------------ fitting
-    def _make_trainer(self, images: ImageSet, callbacks) -> Trainer:
-        epochs = _epoch_tuple(self.total_epochs)
+    def _build_trainer(self, images: ImageSet, callbacks) -> Trainer:
+        epochs = epoch_tuple(self.total_epochs, "total_epochs")
         device = resolve_device(self.device)
         backbone, width = self.backbone, self.backbone_width
         # Validate the backbone before any time is spent measuring or training.
@@ -215,12 +199,11 @@ class TSimCNE(BaseEstimator):
         batch_size = self._check_training_set(images)
         # the user's settings win over the data's; checked before any time is spent measuring
         settings = self.augmentation if self.augmentation is not None else images.augmentation
+        settings = augmentation_for(images) if settings is None else settings  # data-derived
         user_augmenter = None if settings is None else self._augmenter(images.image_size, settings)
         resolution = time_budget = augmenter = None
         num_threads = self.num_threads
         if self.time_budget is not None:
-            from .planner import plan_for_budget
-
             started = time.perf_counter()
             kwargs = dict(stage_ratio=epochs, learning_rate=self.learning_rate,
                           hidden_dim=self.hidden_dim, num_threads=self.num_threads,
@@ -262,8 +245,68 @@ class TSimCNE(BaseEstimator):
             time_budget=time_budget,
         )
 
+    def prepare(self, X, y=None, callbacks: Sequence[Callable] | None = None) -> Trainer:
+        """Step 1 of :meth:`fit`: a trainer ready to train on ``X``, not started.
+
+        Loads and checks the images, chooses the network and the plan (under a
+        ``time_budget`` this times the device) and builds the
+        :class:`~tsimcne_widgets.engine.trainer.Trainer`.  Run it (``trainer.run()``,
+        or ``trainer.start()`` and ``trainer.wait()``), then hand it to :meth:`adopt`:
+        ``fit(X)`` is exactly that.
+
+        Parameters
+        ----------
+        X, y, callbacks
+            As for :meth:`fit`.
+
+        Returns
+        -------
+        Trainer
+            Also kept as ``trainer_``; ``labels_`` are set too.
+        """
+        images = self._load(X, y)
+        trainer = self._build_trainer(images, list(callbacks or []))
+        self.trainer_ = trainer
+        self.labels_ = images.labels
+        return trainer
+
+    def adopt(self, trainer: Trainer) -> "TSimCNE":
+        """Step 2 of :meth:`fit`: take a trainer's network and map as this fit's result.
+
+        Parameters
+        ----------
+        trainer : Trainer
+            One that has run (finished, stopped, or failed), e.g. from :meth:`prepare`.
+            A stopped run gives a usable model and map; a failed one only the model
+            (for inspection), and ``embedding_`` is removed.
+
+        Returns
+        -------
+        TSimCNE
+            ``self``, fitted: ``model_``, ``embedding_``, ``trainer_`` and the rest.
+
+        Raises
+        ------
+        RuntimeError
+            When the trainer has not started yet.
+        """
+        if trainer.state == "idle":
+            raise RuntimeError("this trainer has not run yet; call trainer.run() (or "
+                               "trainer.start() and trainer.wait()) before adopt(trainer)")
+        self.trainer_ = trainer
+        self.model_ = trainer.model
+        self.device_ = trainer.device
+        self.training_size_ = tuple(trainer.image_size)
+        self.model_config_ = dict(trainer.model_config)
+        if trainer.error is None:
+            self.embedding_ = trainer.embed()
+        elif hasattr(self, "embedding_"):
+            del self.embedding_  # from an earlier fit: stale
+        self.n_features_out_ = int(self.model_.out_dim)
+        return self
+
     def fit(self, X, y=None, callbacks: Sequence[Callable] | None = None) -> "TSimCNE":
-        """Train on images ``X``.
+        """Train on images ``X``: :meth:`prepare`, run the trainer, :meth:`adopt`.
 
         Parameters
         ----------
@@ -286,31 +329,15 @@ class TSimCNE(BaseEstimator):
             Whatever made training fail (a non-finite loss, out of memory, a callback's
             exception).
         """
-        images = self._load(X, y)
-        trainer = self._make_trainer(images, list(callbacks or []))
-        return self._run(trainer, images)
+        return self._run(self.prepare(X, y, callbacks))
 
-    def _run(self, trainer: Trainer, images: ImageSet) -> "TSimCNE":
-        self.trainer_ = trainer
-        self.labels_ = images.labels
+    def _run(self, trainer: Trainer) -> "TSimCNE":
         try:
             trainer.run()
         finally:
-            # A stopped run leaves a usable model and map; a failed one at least the
-            # model, for inspection.
-            self._adopt(trainer)
+            # Also after a stop, a failure or Ctrl-C: the model (and map) so far.
+            self.adopt(trainer)
         return self
-
-    def _adopt(self, trainer: Trainer) -> None:
-        self.model_ = trainer.model
-        self.device_ = trainer.device
-        self.training_size_ = tuple(trainer.image_size)
-        self.model_config_ = dict(trainer.model_config)
-        if trainer.error is None:
-            self.embedding_ = trainer.embed()
-        elif hasattr(self, "embedding_"):
-            del self.embedding_  # from an earlier fit: stale
-        self.n_features_out_ = int(self.model_.out_dim)
 
     def fit_transform(self, X, y=None, callbacks: Sequence[Callable] | None = None) -> np.ndarray:
         """Train on ``X`` and return its map (:attr:`embedding_`)."""
@@ -340,7 +367,8 @@ class TSimCNE(BaseEstimator):
             progress=self.verbose,
             num_threads=self.num_threads,
         )
-        return self._run(trainer, images)
+        self.trainer_, self.labels_ = trainer, images.labels
+        return self._run(trainer)
 
     # ------------------------------------------------------------------ using a fitted model
     def _check_fitted(self, what: str) -> None:
@@ -357,43 +385,8 @@ class TSimCNE(BaseEstimator):
         ``d`` the output width of the last stage that ran (``out_dim`` after stage 2).
         """
         self._check_fitted("transform")
-        images = self._load(X)
-        tensor = images_to_tensor(images)
-        size = self.training_size_
-        outputs = []
-        model = self.model_
-        # Inputs follow the network's own layout (the trainer's or load()'s choice):
-        # a mixed pair would make every convolution convert one of them.
-        channels_last = _in_channels_last(model)
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                for start in range(0, len(tensor), int(batch_size)):
-                    chunk = tensor[start:start + int(batch_size)].to(self.device_)
-                    x = chunk.float().div_(255.0)
-                    if tuple(x.shape[-2:]) != size:
-                        x = torch.nn.functional.interpolate(
-                            x, size=size, mode="bilinear", align_corners=False, antialias=True
-                        ).clamp_(0.0, 1.0)
-                    if channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    outputs.append(self._project(x).cpu())
-        finally:
-            model.train(was_training)
-        return torch.cat(outputs).numpy()
-
-    def _project(self, views: torch.Tensor) -> torch.Tensor:
-        # As in training: the backbone in bf16 on accelerators, the head in float32.
-        device_type = self.device_.type
-        autocast = (
-            torch.autocast(device_type=device_type, dtype=torch.bfloat16)
-            if device_type in ("cuda", "mps")
-            else contextlib.nullcontext()
-        )
-        with autocast:
-            hidden = self.model_.features(views)
-        return self.model_.head(hidden.float()).float()
+        tensor = images_to_tensor(self._load(X))
+        return embed(self.model_, tensor, self.training_size_, batch_size=batch_size).cpu().numpy()
 
     def save(self, path: str | os.PathLike) -> Path:
         """Save the fitted network, its settings, the map and labels (atomically).
@@ -407,7 +400,7 @@ class TSimCNE(BaseEstimator):
         params = {key: getattr(self, key) for key in (
             "total_epochs", "batch_size", "backbone_width", "projection_dim", "hidden_dim",
             "out_dim", "learning_rate", "random_state", "time_budget", "image_size")}
-        params["total_epochs"] = list(_epoch_tuple(params["total_epochs"]))
+        params["total_epochs"] = list(epoch_tuple(params["total_epochs"], "total_epochs"))
         params["backbone"] = self.backbone if isinstance(self.backbone, str) else "custom"
         labels = getattr(self, "labels_", None)
         state = {
@@ -452,9 +445,3 @@ class TSimCNE(BaseEstimator):
         estimator.trainer_ = None
         return estimator
 
-
-def _in_channels_last(model: torch.nn.Module) -> bool:
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d) and module.weight.shape[-2:] != (1, 1):
-            return module.weight.is_contiguous(memory_format=torch.channels_last)
-    return False

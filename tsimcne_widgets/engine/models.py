@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "BasicBlock",
+    "build_network",
     "CifarResNet",
     "BACKBONE_NAMES",
     "build_backbone",
@@ -333,3 +334,17 @@ class TSimCNENet(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters that train in the current stage (for the optimiser)."""
         return [p for p in self.parameters() if p.requires_grad]
+
+
+def build_network(backbone, backbone_width: int | None, hidden_dim: int, projection_dim: int,
+                  seed: int) -> TSimCNENet:
+    """A fresh stage-1 :class:`TSimCNENet` whose weights depend on ``seed`` alone.
+
+    The weights are drawn under :func:`torch.random.fork_rng`, so the process-wide
+    random state is left as it was.  Arguments as for :func:`build_backbone` and
+    :class:`TSimCNENet` (``projection_dim`` is its ``out_dim`` in stage 1).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module, feature_dim = build_backbone(backbone, backbone_width)
+        return TSimCNENet(module, feature_dim, hidden_dim=hidden_dim, out_dim=projection_dim)

@@ -9,27 +9,33 @@ arguments with defaults, so the choice can be tuned without touching the logic.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
-from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 
-from .device import resolve_device
-from .schedule import DEFAULT_EPOCHS, StagePlan, default_base_lr
+from .device import available_cores, resolve_device, set_cpu_threads
+from .recipe import (
+    Recipe,
+    TimeBudget,
+    budget_epochs,
+    budget_recipe,
+    equivalent_epochs,
+    warmup_epochs_for,
+)
+from .schedule import DEFAULT_EPOCHS, DEFAULT_LR_FACTORS, StagePlan, default_base_lr
+from .trainer import Trainer
 
 __all__ = [
     "BudgetChoice",
-    "Recipe",
-    "budget_recipe",
-    "TimeBudget",
     "plan_for_budget",
-    "time_training_steps",
     "DEFAULT_CANDIDATES",
-    "STAGE2_COST",
+    "TARGET_EPOCHS",
+    "CPU_BATCH_SIZE",
+    "CPU_MAX_SIDE",
+    "time_training_steps",
 ]
 
 #: (backbone, width), cheapest first.
@@ -40,8 +46,6 @@ DEFAULT_CANDIDATES: tuple[tuple[str, int], ...] = (
     ("resnet18", 32),
     ("resnet18", 64),
 )
-#: A stage-2 step skips the backbone's backward pass: about a third of a full step.
-STAGE2_COST = 0.35
 _BLOCK_COST = {"resnet10": 0.5, "resnet18": 1.0}
 _WARMUP_STEPS, _MEASURED_STEPS = 1, 3
 _TIMED_STEPS = _WARMUP_STEPS + _MEASURED_STEPS
@@ -73,72 +77,9 @@ def _relative_cost(backbone: str, width: int) -> float:
     return _BLOCK_COST[backbone] * (width / 64.0) ** 2
 
 
-def _budget_epochs(
-    seconds: float,
-    seconds_per_epoch: float,
-    stage_ratio: Sequence[float],
-    max_epochs: Sequence[int],
-    min_epochs: Sequence[int],
-) -> tuple[int, ...]:
-    costs = [STAGE2_COST if index == 1 else 1.0 for index in range(len(stage_ratio))]
-    weighted = sum(r * c for r, c in zip(stage_ratio, costs))
-    scale = max(seconds, 0.0) / (seconds_per_epoch * weighted)
-    epochs = []
-    for index, ratio in enumerate(stage_ratio):
-        value = int(math.floor(ratio * scale))
-        value = min(value, int(max_epochs[index]))
-        epochs.append(max(value, int(min_epochs[index])))
-    return tuple(epochs)
+# The knobs below were chosen by measurement: benchmarks/README.md, "Short-run recipe"
+# and "Planner measurements".
 
-
-def _equivalent_epochs(epochs: Sequence[int]) -> float:
-    return sum(e * (STAGE2_COST if i == 1 else 1.0) for i, e in enumerate(epochs))
-
-
-# ---------------------------------------------------------------------- short runs
-# The paper's schedule (1000 / 50 / 450 epochs, stage-3 lr = lr / 1000) assumes many
-# hours.  Scaled down proportionally to a few CPU minutes it gives poor maps (SPEC §2:
-# 0.74 kNN on digits).  What we measured (benchmarks/README.md, "Short-run recipe";
-# epoch-based runs, so that machine load does not blur the comparison; kNN, k = 15,
-# of the 2-D map unless "128-D" is said):
-#
-# * Stage 3 is what a short run lacks, and its learning rate is the main lever.  Digits,
-#   100 / 10 / 40 epochs: lr3 = lr/1000 -> 0.88-0.91, lr/100 -> 0.91, lr/20 -> 0.93,
-#   lr/10 -> 0.94, lr/6.7 -> 0.92, lr/3.3 -> 0.60, lr -> 0.50.  The fresh 2-D layer has
-#   N(0, 1) weights, ~30x a normally initialised layer, so the gradients it sends into
-#   the backbone are ~30x larger: that is why the paper divides by 1000, and why a
-#   factor above ~1/10 tears the backbone apart (a cliff, so we stay at 1/10).
-# * Stage 2 is not the bottleneck: 70 or 1000 optimiser steps on the new layer give
-#   the same map (0.884 / 0.882) once stage 3 has the right lr.
-# * Stage 1 should keep most of the budget: 100 / 10 / 40 -> 0.944, 60 / 10 / 80 ->
-#   0.900 (the 128-D map after 60 epochs is worse: 0.930 vs 0.949).
-# * Short runs want a larger learning rate and more, smaller steps.  Digits, ResNet-18
-#   width 16, 61 / 6 / 24 epochs, batch 128 (no flips, crops (0.56, 1)): base lr
-#   0.015 (the paper's 0.03 * batch / 256) -> 0.933, 0.03 -> 0.947, 0.06 -> 0.953.
-#   ResNet-10 width 16, 100 epochs of stage 1 (128-D): batch 256 -> 0.891, batch 128
-#   (lr 0.03) -> 0.922; batch 64 gave nothing more (0.9415 vs 0.9422 in 2-D).  (Earlier,
-#   on the first shapes set, whose maps were at chance anyway, 4x moved the 128-D map
-#   by -0.08.)
-# * Capacity beats epochs at these lengths: digits, ResNet-18 width 16 for 61 / 6 / 24
-#   epochs -> 0.953, ResNet-10 width 16 for 100 / 10 / 40 (same wall time) -> 0.942,
-#   ResNet-10 width 8 for 150 / 15 / 60 -> 0.92; hence a target of ~85 epochs.
-#
-# Between SHORT_RUN_EPOCHS and LONG_RUN_EPOCHS of training (in full-cost epochs) the
-# recipe moves from the short-run values to the paper's (the stage-3 factor
-# geometrically), so a budget that affords the paper's schedule gets exactly the
-# paper's schedule.
-
-#: Full-cost epochs of the paper's schedule: 1000 + 50 * STAGE2_COST + 450.
-LONG_RUN_EPOCHS = 1000 + 50 * STAGE2_COST + 450
-#: Up to this many full-cost epochs the short-run recipe applies unchanged.
-SHORT_RUN_EPOCHS = 150.0
-#: Stage split of short runs: 100 : 10 : 40, in epochs summing to the paper's 1500 so
-#: that, like the paper's ratio, it also serves as the most epochs per stage.
-SHORT_RUN_RATIO = (1000.0, 100.0, 400.0)
-#: Stage-3 learning rate of short runs relative to stage 1 (the paper: 1/1000).
-SHORT_RUN_STAGE3_FACTOR = 0.1
-#: Base learning rate of short runs relative to the paper's 0.03 * batch / 256.
-SHORT_RUN_LR_SCALE = 4.0
 #: Full-cost epochs a budget should afford before a larger network is chosen.
 TARGET_EPOCHS = 85.0
 #: On a CPU a smaller batch gives more optimiser steps in the same time (a CPU step
@@ -146,136 +87,8 @@ TARGET_EPOCHS = 85.0
 #: negatives per view.
 CPU_BATCH_SIZE = 128
 #: On a CPU, larger images train at this size when even the cheapest network misses
-#: ``target_epochs``.  Shapes (32 px): 60 epochs at 16 px -> 128-D kNN 0.31, 15 epochs
-#: at 32 px (about the same time) -> 0.22, 150 epochs of 8 px images -> 0.25.  Crops
-#: are still cut from the full-resolution images: shrinking the images to 16 px
-#: first gave 0.26 instead of 0.31.
+#: ``target_epochs`` (crops are still cut from the full-resolution images).
 CPU_MAX_SIDE = 16
-
-
-class Recipe(NamedTuple):
-    """Training settings for a run of a given length (see :func:`budget_recipe`)."""
-
-    stage_ratio: tuple[float, ...]
-    lr_factors: tuple[float, ...]
-    lr_scale: float = 1.0
-
-
-def _progress(equivalent_epochs: float) -> float:
-    # 0 for short runs, 1 for the paper's schedule, log-linear in between.
-    if equivalent_epochs <= SHORT_RUN_EPOCHS:
-        return 0.0
-    if equivalent_epochs >= LONG_RUN_EPOCHS:
-        return 1.0
-    return math.log(equivalent_epochs / SHORT_RUN_EPOCHS) / math.log(
-        LONG_RUN_EPOCHS / SHORT_RUN_EPOCHS
-    )
-
-
-def budget_recipe(equivalent_epochs: float) -> Recipe:
-    """Stage split and learning rates for a run of a given length.
-
-    Parameters
-    ----------
-    equivalent_epochs : float
-        Full-cost epochs the budget affords (stage-2 epochs count
-        :data:`STAGE2_COST`).
-
-    Returns
-    -------
-    Recipe
-        ``stage_ratio`` (epochs per stage, relative; also the most epochs per stage),
-        ``lr_factors`` (per-stage lr relative to stage 1) and ``lr_scale`` (base
-        learning rate relative to the paper's ``0.03 * batch / 256``).  Augmentations
-        belong to the data (``ImageSet.augmentation``), not to the run length.  At :data:`LONG_RUN_EPOCHS` and above this is exactly
-        the paper's schedule.
-
-    Examples
-    --------
-    >>> budget_recipe(100).lr_factors
-    (1.0, 1.0, 0.1)
-    >>> budget_recipe(5000).stage_ratio
-    (1000.0, 50.0, 450.0)
-    """
-    t = _progress(float(equivalent_epochs))
-    paper = tuple(float(e) for e in DEFAULT_EPOCHS)
-    if t >= 1.0:
-        return Recipe(paper, (1.0, 1.0, 1.0 / 1000.0))
-    ratio = tuple(s + (p - s) * t for s, p in zip(SHORT_RUN_RATIO, paper))
-    stage3 = SHORT_RUN_STAGE3_FACTOR * (1.0 / 1000.0 / SHORT_RUN_STAGE3_FACTOR) ** t
-    return Recipe(ratio, (1.0, 1.0, stage3), lr_scale=SHORT_RUN_LR_SCALE ** (1.0 - t))
-
-
-@dataclass(frozen=True)
-class TimeBudget:
-    """Seconds a :class:`~tsimcne_widgets.engine.trainer.Trainer` may use, for re-fitting its plan.
-
-    A measurement before training can be off (a machine shared with other work, warm-up
-    effects), so the trainer calls :meth:`refit` once, early in stage 1, with the speed
-    it actually reached.
-
-    Parameters
-    ----------
-    seconds : float
-        Seconds for training and maps, counted from the trainer's start.
-    stage_ratio : sequence of float
-        Relative stage lengths, also the most epochs per stage.
-    min_epochs : sequence of int
-        Floor per stage.
-    overhead_fraction : float
-        Share kept for maps and checkpoints.
-    """
-
-    seconds: float
-    stage_ratio: tuple[float, ...] = DEFAULT_EPOCHS
-    min_epochs: tuple[int, ...] = (3, 1, 1)
-    overhead_fraction: float = 0.1
-
-    def refit(
-        self, plan: StagePlan, epochs_done: int, seconds_used: float, seconds_per_epoch: float
-    ) -> StagePlan | None:
-        """A plan that ends on time at ``seconds_per_epoch``, or None if ``plan`` is close.
-
-        Parameters
-        ----------
-        plan : StagePlan
-            The current plan; training is in stage 1 with ``epochs_done`` epochs done.
-        seconds_used : float
-            Seconds of the budget used so far.
-        seconds_per_epoch : float
-            Measured seconds per full-cost epoch.
-        """
-        seconds_left = self.seconds * (1.0 - self.overhead_fraction) - seconds_used
-        ratio = tuple(float(r) for r in self.stage_ratio[: plan.n_stages])
-        max_epochs = tuple(int(round(r)) for r in ratio)
-        epochs = list(
-            _budget_epochs(
-                seconds_left + epochs_done * seconds_per_epoch,
-                seconds_per_epoch,
-                ratio,
-                max_epochs,
-                self.min_epochs,
-            )
-        )
-        epochs[0] = max(epochs[0], epochs_done + 1)
-        if abs(epochs[0] - plan.epochs[0]) <= 0.1 * plan.epochs[0]:
-            return None
-        return StagePlan(
-            epochs=tuple(epochs),
-            batch_size=plan.batch_size,
-            steps_per_epoch=plan.steps_per_epoch,
-            base_lr=plan.base_lr,
-            lr_factors=plan.lr_factors,
-            warmup_epochs=_warmup(epochs) + (0,) * 3,
-        )
-
-
-def _warmup(epochs: Sequence[int]) -> tuple[int, ...]:
-    # The paper warms up 10 of 1000 epochs; short runs warm up a tenth of the stage.
-    return tuple(
-        0 if index == 1 else min(10, max(1, math.ceil(0.1 * count)))
-        for index, count in enumerate(epochs)
-    )
 
 
 def plan_for_budget(
@@ -377,7 +190,7 @@ def plan_for_budget(
 
     def epochs_for(seconds_per_step: float) -> tuple[int, ...]:
         seconds_per_epoch = seconds_per_step * (batch / measure_batch) * steps_per_epoch
-        return _budget_epochs(
+        return budget_epochs(
             seconds_left(), seconds_per_epoch, stage_ratio, max_epochs, min_epochs
         )
 
@@ -399,7 +212,7 @@ def plan_for_budget(
                 *candidates[0], resolution, measure_batch, device, hidden_dim, threads
             )
         )
-    if _equivalent_epochs(epochs_for(step_time)) < target_epochs and max(native) > max_side:
+    if equivalent_epochs(epochs_for(step_time)) < target_epochs and max(native) > max_side:
         scale = max_side / max(native)
         resolution = (max(8, round(native[0] * scale)), max(8, round(native[1] * scale)))
         step_time = measure(candidates[0], resolution)
@@ -416,19 +229,16 @@ def plan_for_budget(
             break
         ratio = _relative_cost(*candidate) / _relative_cost(*chosen)
         # FLOPs overstate the cost of wider networks on small images (per-layer
-        # overheads dominate: ResNet-10 width 16 is 1.8x width 8 at 8 px, not 4x), so
-        # only a clear miss is skipped without timing.
-        if _equivalent_epochs(epochs_for(chosen_time * ratio)) < target_epochs / 3:
+        # overheads dominate), so only a clear miss is skipped without timing.
+        if equivalent_epochs(epochs_for(chosen_time * ratio)) < target_epochs / 3:
             break  # predicted far too slow: not worth timing
         step_time = measure(candidate, resolution)
         measured[candidate] = step_time
-        if _equivalent_epochs(epochs_for(step_time)) < target_epochs:
+        if equivalent_epochs(epochs_for(step_time)) < target_epochs:
             break
         chosen, chosen_time = candidate, step_time
     if threads_chosen_here and num_threads == 1 and chosen != candidates[0]:
         # One thread won on the cheapest network; a larger one may use more cores well.
-        from .device import available_cores
-
         cores = available_cores()
         if cores > 1:
             all_cores_time = _time_candidate(
@@ -440,15 +250,15 @@ def plan_for_budget(
     if stage_ratio == tuple(float(e) for e in DEFAULT_EPOCHS):
         recipe = budget_recipe(seconds_left() / seconds_per_epoch)
     else:  # the caller chose the split: keep it, with the paper's learning rates
-        recipe = Recipe(stage_ratio, (1.0, 1.0, 1.0 / 1000.0))
-    epochs = _budget_epochs(
+        recipe = Recipe(stage_ratio, DEFAULT_LR_FACTORS)
+    epochs = budget_epochs(
         seconds_left(), seconds_per_epoch, recipe.stage_ratio, max_epochs, min_epochs
     )[: len(stage_ratio)]
     if learning_rate is None:
         learning_rate = default_base_lr(batch) * recipe.lr_scale
     plan = StagePlan.from_total_epochs(
         epochs, n_images, batch, base_lr=learning_rate, lr_factors=recipe.lr_factors,
-        warmup_epochs=_warmup(epochs) + (0,) * 3,
+        warmup_epochs=warmup_epochs_for(epochs),
     )
     if verbose:
         for candidate, seconds in measured.items():
@@ -475,11 +285,8 @@ def _fastest_thread_count(step_time, time_with_threads):
 
     ``step_time`` was measured with all cores.  On a machine shared with other work
     (Binder, CI, a second kernel) torch's threads wait for each other while a neighbour
-    holds a core: we measured a step 2.7x slower with 2 threads than with 1 on 2 cores
-    beside one busy process.
+    holds a core (benchmarks/README.md, "Short-run recipe").
     """
-    from .device import set_cpu_threads
-
     set_cpu_threads(None)
     threads = torch.get_num_threads()
     if threads <= 1:
@@ -493,8 +300,6 @@ def _fastest_thread_count(step_time, time_with_threads):
 
 def _time_candidate(backbone, width, resolution, batch, device, hidden_dim, num_threads) -> float:
     """Seconds per training step of a throw-away model on random images."""
-    from .trainer import Trainer
-
     if isinstance(backbone, torch.nn.Module):
         backbone = copy.deepcopy(backbone)  # timing trains it: spare the caller's module
     rng = np.random.default_rng(0)
@@ -514,14 +319,37 @@ def _time_candidate(backbone, width, resolution, batch, device, hidden_dim, num_
         return time_training_steps(trainer, n_steps=_MEASURED_STEPS, warmup=_WARMUP_STEPS)
 
 
-def time_training_steps(trainer, n_steps: int = 3, warmup: int = 1) -> float:
-    """Fastest seconds per stage-1 optimiser step of ``trainer`` at its batch size.
+def time_training_steps(trainer: Trainer, n_steps: int = 3, warmup: int = 1) -> float:
+    """Fastest seconds per optimiser step of ``trainer`` at its plan's batch size.
 
-    Trains the model for ``warmup + n_steps`` steps outside its plan: use a throw-away
-    trainer.
+    Runs :meth:`~tsimcne_widgets.engine.trainer.Trainer.train_step` ``warmup + n_steps``
+    times on random batches at the stage-1 learning rate, outside the plan: time a
+    throw-away trainer (one run afterwards starts from the timed weights).
+
+    Parameters
+    ----------
+    trainer : Trainer
+        Not started.
+    n_steps : int
+        Timed steps (at least 1).
+    warmup : int
+        Untimed steps first (allocation, kernel selection).
+
+    Returns
+    -------
+    float
+        The fastest timed step in seconds, the device synchronised around each step.
+
+    Raises
+    ------
+    RuntimeError
+        When the trainer has started its run.
     """
+    if trainer.state != "idle":
+        raise RuntimeError(f"time_training_steps needs a trainer that has not started; this "
+                           f"one is {trainer.state}: time a new one")
     if trainer.optimizer is None:
-        trainer._enter_stage()
+        trainer.enter_stage()
     for group in trainer.optimizer.param_groups:
         group["lr"] = trainer.plan.stage_lr(1)
     batch_size = trainer.plan.batch_size
@@ -530,7 +358,7 @@ def time_training_steps(trainer, n_steps: int = 3, warmup: int = 1) -> float:
         trainer.synchronize()
         started = time.perf_counter()
         order = torch.randperm(trainer.n_images, generator=trainer.cpu_generator)[:batch_size]
-        trainer._train_step(trainer.images[order.to(trainer.device)])
+        trainer.train_step(trainer.images[order.to(trainer.device)])
         trainer.synchronize()
         if index >= warmup:
             durations.append(time.perf_counter() - started)

@@ -10,13 +10,22 @@ stage's last step.  Stages are numbered from 1; steps within a stage from 0.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+import numbers
+from dataclasses import dataclass, field
 from typing import Sequence
 
-__all__ = ["StagePlan", "default_base_lr", "DEFAULT_EPOCHS"]
+__all__ = [
+    "StagePlan",
+    "default_base_lr",
+    "epoch_tuple",
+    "scale_epochs",
+    "DEFAULT_EPOCHS",
+    "DEFAULT_LR_FACTORS",
+]
 
 DEFAULT_EPOCHS = (1000, 50, 450)
-_DEFAULT_LR_FACTORS = (1.0, 1.0, 1.0 / 1000.0)
+#: The paper's learning rate per stage, relative to stage 1.
+DEFAULT_LR_FACTORS = (1.0, 1.0, 1.0 / 1000.0)
 _DEFAULT_WARMUP_EPOCHS = (10, 0, 10)
 
 
@@ -25,31 +34,72 @@ def default_base_lr(batch_size: int) -> float:
     return 0.03 * batch_size / 256.0
 
 
-def _as_epoch_tuple(epochs: int | Sequence[int]) -> tuple[int, ...]:
+def epoch_tuple(epochs: int | Sequence[int], name: str = "epochs") -> tuple[int, ...]:
+    """Epochs per stage as a tuple of 1 to 3 positive ints.
+
+    The one place that reads an epoch count: the plan, the estimator's
+    ``total_epochs`` and the widget's budget box all go through it.
+
+    Parameters
+    ----------
+    epochs : int or sequence of int
+        One int (a single stage) or one int per stage, e.g. ``(1000, 50, 450)``.
+    name : str
+        The argument's name in the user's call, for the error messages.
+
+    Returns
+    -------
+    tuple of int
+
+    Raises
+    ------
+    TypeError
+        For a bool or anything that is neither an int nor a sequence.
+    ValueError
+        For no stage or more than 3, a stage below 1 epoch, or a fraction.
+    """
+    usage = f"{name} must be an int or a sequence of 1 to 3 ints, e.g. (1000, 50, 450)"
     if isinstance(epochs, bool):
-        raise TypeError("epochs must be an int or a sequence of 1 to 3 ints, not a bool")
-    if isinstance(epochs, (int,)) or hasattr(epochs, "__index__"):
-        values: tuple = (int(epochs),)
+        raise TypeError(f"{usage}, not a bool")
+    if isinstance(epochs, (str, bytes)):
+        raise TypeError(f"{usage}, got {epochs!r}")
+    if isinstance(epochs, numbers.Real):
+        values: tuple = (epochs,)
     else:
         try:
             values = tuple(epochs)
         except TypeError:
-            raise TypeError(
-                f"epochs must be an int or a sequence of 1 to 3 ints, got {epochs!r}"
-            ) from None
+            raise TypeError(f"{usage}, got {epochs!r}") from None
     if not 1 <= len(values) <= 3:
-        raise ValueError(
-            f"epochs needs 1 to 3 stages, got {len(values)}: {values!r} "
-            "(e.g. (1000, 50, 450) or a single int)"
-        )
+        raise ValueError(f"{name} needs 1 to 3 stages, got {len(values)}: {values!r}; {usage}")
     result = []
     for value in values:
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"epochs must be whole numbers, got {values!r}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{usage}, got {values!r}")
+        if not float(value).is_integer():
+            raise ValueError(f"{name} must be whole numbers, got {values!r}")
         if int(value) < 1:
-            raise ValueError(f"every stage needs at least 1 epoch, got {values!r}")
+            raise ValueError(f"every stage needs at least 1 epoch: {name}={values!r}")
         result.append(int(value))
     return tuple(result)
+
+
+def scale_epochs(ratio: Sequence[float], total: int) -> tuple[int, ...]:
+    """Epochs per stage in the proportions of ``ratio``, summing to ``total``.
+
+    Each stage gets at least 1 epoch, so the sum is the number of stages when
+    ``total`` is smaller than that.
+
+    Examples
+    --------
+    >>> scale_epochs((1000, 50, 450), 150)
+    (100, 5, 45)
+    """
+    weight = sum(ratio)
+    epochs = [max(1, int(round(r * total / weight))) for r in ratio]
+    while sum(epochs) > max(total, len(epochs)):
+        epochs[epochs.index(max(epochs))] -= 1
+    return tuple(epochs)
 
 
 @dataclass(frozen=True)
@@ -82,12 +132,12 @@ class StagePlan:
     batch_size: int
     steps_per_epoch: int
     base_lr: float | None = None
-    lr_factors: tuple[float, ...] = _DEFAULT_LR_FACTORS
+    lr_factors: tuple[float, ...] = DEFAULT_LR_FACTORS
     warmup_epochs: tuple[int, ...] = _DEFAULT_WARMUP_EPOCHS
     _stage_starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        epochs = _as_epoch_tuple(self.epochs)
+        epochs = epoch_tuple(self.epochs)
         if int(self.batch_size) < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size!r}")
         if int(self.steps_per_epoch) < 1:
@@ -236,7 +286,3 @@ class StagePlan:
     def stage_start(self, stage: int) -> int:
         """Global index of the first step of ``stage``."""
         return self._stage_starts[self._check_stage(stage)]
-
-    def with_steps_per_epoch(self, steps_per_epoch: int) -> "StagePlan":
-        """A copy with another number of steps per epoch (e.g. after data changes)."""
-        return replace(self, steps_per_epoch=steps_per_epoch)

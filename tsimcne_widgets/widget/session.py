@@ -13,35 +13,22 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 __all__ = ["TrainingSession", "DEFAULT_WIDGET_BUDGET", "WIDGET_MAP_TIME_FRACTION"]
 
 #: Time budget (seconds) preset in the widget when neither total_epochs nor time_budget is given.
 DEFAULT_WIDGET_BUDGET = 600.0
 #: The trainer's ``map_time_fraction`` in the widget.  A map (one forward pass over all
 #: images) costs about a tenth of an epoch, and the kernel's redraws compete for the
-#: same cores, so the trainer's default of 0.1 alone would cost the widget ~9 % of its
-#: training throughput; at 0.03 maps cost ~3 % and still come every two seconds or so
-#: (17 in a 36 s run of benchmarks/widget_throughput.py).
+#: same cores: at 0.03 maps cost ~3 % of the training throughput and still come every
+#: few seconds (benchmarks/README.md, "Widget throughput").
 WIDGET_MAP_TIME_FRACTION = 0.03
 _ACTIVE = ("starting", "running", "paused", "stopping")
-_DEFAULT_EPOCHS = (1000, 50, 450)
 
 
 def _epochs_of(params: dict) -> tuple[int, ...]:
-    epochs = params.get("total_epochs", _DEFAULT_EPOCHS)
-    return (int(epochs),) if np.isscalar(epochs) else tuple(int(e) for e in epochs)
+    from tsimcne_widgets.engine.schedule import DEFAULT_EPOCHS, epoch_tuple
 
-
-def scale_epochs(ratio: tuple[int, ...], total: int) -> tuple[int, ...]:
-    """Epochs per stage in the proportions of ``ratio``, each at least 1, summing to
-    ``total`` (or to the number of stages when ``total`` is smaller)."""
-    weight = sum(ratio)
-    epochs = [max(1, int(round(r * total / weight))) for r in ratio]
-    while sum(epochs) > max(total, len(epochs)):
-        epochs[epochs.index(max(epochs))] -= 1
-    return tuple(epochs)
+    return epoch_tuple(params.get("total_epochs", DEFAULT_EPOCHS), "total_epochs")
 
 
 class TrainingSession:
@@ -112,6 +99,8 @@ class TrainingSession:
         return DEFAULT_WIDGET_BUDGET
 
     def _params_for(self, budget: tuple[str, float] | None) -> dict:
+        from tsimcne_widgets.engine.schedule import scale_epochs
+
         params = dict(self.params)
         if budget is None:
             return params
@@ -174,16 +163,30 @@ class TrainingSession:
 
         params = self._params_for(budget)
         estimator = TSimCNE(**params)
-        self._launch(lambda callbacks: estimator._make_trainer(self.image_set, callbacks),
+        self._launch(lambda callbacks: estimator.prepare(self.image_set, callbacks=callbacks),
                      estimator)
 
-    def continue_run(self) -> None:
-        """Continue training from :attr:`checkpoint` (after :meth:`Explorer.load`)."""
+    def resume(self, checkpoint: str | None = None) -> None:
+        """Continue a run from a training checkpoint, in a background thread.
+
+        Parameters
+        ----------
+        checkpoint : str, optional
+            Default :attr:`checkpoint` (the one :meth:`Explorer.load` restored).
+
+        Raises
+        ------
+        ValueError
+            When there is no checkpoint to continue from.
+        """
         from tsimcne_widgets.engine.estimator import TSimCNE
         from tsimcne_widgets.engine.trainer import Trainer
 
+        checkpoint = self.checkpoint if checkpoint is None else str(checkpoint)
+        if checkpoint is None:
+            raise ValueError("there is no checkpoint to resume from: load a saved session "
+                             "(Explorer.load) or pass checkpoint=<a training checkpoint>")
         estimator = TSimCNE(**self.params)
-        checkpoint = self.checkpoint
 
         def build(callbacks):
             # As TSimCNE.resume, except that without a checkpoint_path of the user's the
@@ -253,7 +256,7 @@ class TrainingSession:
             if trainer is not None and trainer.error is None and trainer.latest_snapshot:
                 try:
                     # The estimator gets the model and the final map, as after fit().
-                    estimator._adopt(trainer)
+                    estimator.adopt(trainer)
                 except Exception as error:  # noqa: BLE001 - the map is already shown
                     failure = failure or error
             with self._lock:
@@ -299,10 +302,10 @@ class TrainingSession:
         if self.trainer is not None:
             self.trainer.pause()
 
-    def resume(self) -> None:
-        """Resume a paused trainer."""
+    def unpause(self) -> None:
+        """Continue a paused trainer."""
         if self.trainer is not None:
-            self.trainer.resume()
+            self.trainer.unpause()
 
     def stop(self) -> None:
         """Stop the run after its current step (or before it begins)."""
