@@ -196,6 +196,7 @@ def time_ours(images, config: dict, args) -> float:
             compile=bool(config["compile"]),
             random_state=0,
         )
+        config["bf16"] = trainer.mixed_precision  # the roofline's precision
         if config["threads"]:
             torch.set_num_threads(config["threads"])
         seconds = time_training_steps(trainer, n_steps=args.steps, warmup=args.warmup)
@@ -226,12 +227,13 @@ def training_flops_per_image(images, args) -> float:
     return counter.get_total_flops() / batch
 
 
-def matmul_peak_flops(device, size: int = 4096, repeats: int = 4) -> float:
-    """Best fp32 FLOP/s of a square matrix product on ``device``: this machine's roof."""
+def matmul_peak_flops(device, size: int = 4096, repeats: int = 4, dtype=None) -> float:
+    """Best FLOP/s of a square matrix product on ``device`` in ``dtype`` (default
+    float32): this machine's roof for training in that precision."""
     import torch
 
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
+    a = torch.randn(size, size, device=device, dtype=dtype or torch.float32)
+    b = torch.randn(size, size, device=device, dtype=dtype or torch.float32)
     best = float("inf")
     for _ in range(repeats + 1):
         if device.type == "cuda":
@@ -244,15 +246,18 @@ def matmul_peak_flops(device, size: int = 4096, repeats: int = 4) -> float:
     return 2 * size**3 / best
 
 
-def roofline_lines(flops_per_image, peak, rows, main_label, reference) -> list[str]:
-    """How close each side runs to the machine's measured fp32 matmul rate."""
+def roofline_lines(flops_per_image, peak, rows, main_label, reference,
+                   precision: str = "fp32", isa: str | None = None) -> list[str]:
+    """How close each side runs to the machine's measured matmul rate in ``precision``,
+    the precision the main row trained in."""
     ceiling = peak / flops_per_image
-    lines = ["", "## Roofline (fp32)", "",
+    lines = ["", f"## Roofline ({precision})", "",
              f"One training image (two views, forward and backward) costs "
-             f"{flops_per_image / 1e9:.2f} GFLOP; this machine's fp32 matrix product ran at "
-             f"{peak / 1e9:.0f} GFLOP/s, so no implementation that does this arithmetic in fp32 "
-             f"can exceed **{ceiling:.1f} images/s** here (only a different algorithm, such "
-             f"as Winograd convolution, or lower precision could).", "",
+             f"{flops_per_image / 1e9:.2f} GFLOP; this machine's {precision} matrix product "
+             f"(oneDNN ISA {isa or 'unknown'}) ran at {peak / 1e9:.0f} GFLOP/s, so no "
+             f"implementation that does this arithmetic in {precision} can exceed "
+             f"**{ceiling:.1f} images/s** here (only a different algorithm, such as Winograd "
+             f"convolution, or lower precision could).", "",
              "| implementation | images/s | share of the roof |", "|---|---|---|"]
     if reference:
         lines.append(f"| reference | {_median(reference):.1f} | "
@@ -385,6 +390,10 @@ def main(argv=None) -> int:
     configs = [parse_config(main_label)]
     if args.configs == "default":
         extra = _DEFAULT_CPU_CONFIGS if on_cpu else _DEFAULT_GPU_CONFIGS
+        from tsimcne_widgets.engine.precision import cpu_has_fast_bf16
+
+        if on_cpu and cpu_has_fast_bf16():  # bf16 trains the main row: fp32 beside it
+            extra = (f"resnet18-w{args.width}:amp=0",) + extra
     elif args.configs == "none":
         extra = ()
     else:
@@ -426,8 +435,15 @@ def main(argv=None) -> int:
         print(epoch_line)
     roofline = ()
     if on_cpu:  # the GPU runs bf16: an fp32 roof would not bound it
+        import torch
+
+        from tsimcne_widgets.engine.device import onednn_cpu_isa
+
+        bf16 = bool(configs[0].get("bf16"))  # the precision the main row trained in
         flops = training_flops_per_image(images, args)
-        roofline = roofline_lines(flops, matmul_peak_flops(device), rows, main_label, reference)
+        peak = matmul_peak_flops(device, dtype=torch.bfloat16 if bf16 else torch.float32)
+        roofline = roofline_lines(flops, peak, rows, main_label, reference,
+                                  "bf16" if bf16 else "fp32", onednn_cpu_isa())
     command = "python benchmarks/speed.py " + " ".join(argv)
     report = build_report(args, hardware, rows, reference, reference_info, loads,
                           command.strip(), epoch_line, roofline)
