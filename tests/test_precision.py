@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tsimcne_widgets.engine.device import _cpu_flags_from_proc
+from tsimcne_widgets.engine.planner import plan_for_budget
 from tsimcne_widgets.engine.precision import (
     cpu_has_fast_bf16,
     default_mixed_precision,
@@ -47,14 +47,31 @@ def test_accelerators_always_and_other_cpus_never():
     assert not default_mixed_precision("meta", ZEN4, **X86)
 
 
+def _this_cpus_flags():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            line = next(line for line in cpuinfo if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return None
+    return set(line.split(":", 1)[1].split())
+
+
 def test_this_cpu_trains_fp32_unless_it_has_native_bf16():
-    flags = _cpu_flags_from_proc()
+    flags = _this_cpus_flags()
     if flags is None:
-        pytest.skip("no /proc/cpuinfo")
+        pytest.skip("no /proc/cpuinfo flags")
     native = "avx512_bf16" in flags or any(flag.startswith("amx") for flag in flags)
     assert default_mixed_precision("cpu") is (native and cpu_has_fast_bf16(flags))
     if "avx512f" not in flags:  # AVX2-only, like the project's machine
         assert default_mixed_precision("cpu") is False
+
+
+def test_the_planner_reports_the_precision_it_chose():
+    choice = plan_for_budget(3, 64, (8, 8), "cpu", 32, candidates=[("resnet10", 8)],
+                             num_threads=1)
+    # Candidates are timed in the default; only a native-bf16 CPU times fp32 as well.
+    assert choice.mixed_precision is False or cpu_has_fast_bf16()
+    assert isinstance(choice.mixed_precision, bool)
 
 
 class StepTimes:

@@ -202,7 +202,7 @@ class TSimCNE(BaseEstimator):
         settings = augmentation_for(images) if settings is None else settings  # data-derived
         user_augmenter = None if settings is None else self._augmenter(images.image_size, settings)
         resolution = time_budget = augmenter = None
-        num_threads = self.num_threads
+        num_threads, mixed_precision = self.num_threads, None
         if self.time_budget is not None:
             started = time.perf_counter()
             kwargs = dict(stage_ratio=epochs, learning_rate=self.learning_rate,
@@ -219,7 +219,7 @@ class TSimCNE(BaseEstimator):
             seconds_left = self.time_budget - (time.perf_counter() - started)
             time_budget = choice.time_budget(seconds_left)
             augmenter = self._augmenter(resolution, settings)
-            num_threads = choice.num_threads
+            num_threads, mixed_precision = choice.num_threads, choice.mixed_precision
         else:
             plan = StagePlan.from_total_epochs(
                 epochs, len(images), batch_size, base_lr=self.learning_rate
@@ -243,6 +243,7 @@ class TSimCNE(BaseEstimator):
             progress=self.verbose,
             num_threads=num_threads,
             time_budget=time_budget,
+            mixed_precision=mixed_precision,
         )
 
     def prepare(self, X, y=None, callbacks: Sequence[Callable] | None = None) -> Trainer:

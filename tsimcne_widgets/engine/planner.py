@@ -66,6 +66,8 @@ class BudgetChoice(NamedTuple):
     image_size: tuple[int, int]
     stage_ratio: tuple[float, ...] = DEFAULT_EPOCHS
     num_threads: int | None = None
+    #: bf16 autocast (faster here), fp32 (False), or None: the device's default.
+    mixed_precision: bool | None = None
 
     def time_budget(self, seconds: float) -> "TimeBudget":
         """A :class:`TimeBudget` of ``seconds`` that re-fits with this choice's split."""
@@ -246,6 +248,21 @@ def plan_for_budget(
             )
             if all_cores_time < chosen_time:
                 num_threads, chosen_time = cores, all_cores_time
+    mixed_precision = None
+    if device.type == "cpu":
+        # The candidates were timed in the CPU's default precision; the other one is
+        # timed only where bf16 can win (engine/precision.py), i.e. never on AVX2.
+        from .precision import default_mixed_precision, faster_precision
+
+        default = default_mixed_precision(device)
+
+        def time_in(bf16: bool) -> float:
+            if bf16 == default:
+                return chosen_time
+            return _time_candidate(*chosen, resolution, measure_batch, device, hidden_dim,
+                                   num_threads, bf16)
+
+        mixed_precision, chosen_time = faster_precision(time_in, device)
     seconds_per_epoch = chosen_time * (batch / measure_batch) * steps_per_epoch
     if stage_ratio == tuple(float(e) for e in DEFAULT_EPOCHS):
         recipe = budget_recipe(seconds_left() / seconds_per_epoch)
@@ -271,6 +288,7 @@ def plan_for_budget(
     return BudgetChoice(
         chosen[0], width, plan, resolution,
         stage_ratio=tuple(float(r) for r in recipe.stage_ratio), num_threads=num_threads,
+        mixed_precision=mixed_precision,
     )
 
 
@@ -298,7 +316,8 @@ def _fastest_thread_count(step_time, time_with_threads):
     return threads, step_time
 
 
-def _time_candidate(backbone, width, resolution, batch, device, hidden_dim, num_threads) -> float:
+def _time_candidate(backbone, width, resolution, batch, device, hidden_dim, num_threads,
+                    mixed_precision=None) -> float:
     """Seconds per training step of a throw-away model on random images."""
     if isinstance(backbone, torch.nn.Module):
         backbone = copy.deepcopy(backbone)  # timing trains it: spare the caller's module
@@ -315,6 +334,7 @@ def _time_candidate(backbone, width, resolution, batch, device, hidden_dim, num_
             device=device,
             random_state=0,
             num_threads=num_threads,
+            mixed_precision=mixed_precision,
         )
         return time_training_steps(trainer, n_steps=_MEASURED_STEPS, warmup=_WARMUP_STEPS)
 
