@@ -271,7 +271,8 @@ def load_torchvision(name: str, root: str | os.PathLike, train: bool = True,
 
 
 def _repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+    # tsimcne_widgets/data/datasets.py -> the checkout holding tsimcne_widgets/
+    return Path(__file__).resolve().parents[2]
 
 
 def _default_cifar10_archive() -> Path:
