@@ -1,5 +1,7 @@
 """Saved Explorer sessions (``Explorer.save`` / ``Explorer.load`` / ``Explorer.resume``).
 
+"Resume" continues a saved session from its checkpoint; "unpause" goes on with a paused run.
+
 Real folders in tmp_path and real training of a tiny t-SimCNE (ResNet-10 of width 8 on
 8×8 images); nothing is mocked.
 """
@@ -98,6 +100,34 @@ def test_save_with_overwrite_replaces_an_existing_session(image_set, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["session"]
 
 
+def test_save_load_round_trips_the_explorer_state(image_set, tmp_path):
+    ex = Explorer(image_set, **TINY).set_embedding(grid_map() * 2, provisional=True)
+    ex.select([4, 8, 15]).tag("keep")
+    ex.tag("later", [])
+    ex.color_by(None)
+    ex.model.selection_mode = "intersect"
+    loaded = Explorer.load(ex.save(tmp_path / "session"))
+
+    state, back = ex.model, loaded.model
+    np.testing.assert_array_equal(back.map, state.map)
+    assert back.provisional and back.color_column == "none" == loaded.color_column
+    assert back.selection_mode == "intersect" and back.selection == state.selection
+    assert back.tag_store.names == ("keep", "later") and loaded.tags.equals(ex.tags)
+    # The view is built from the restored state.
+    np.testing.assert_array_equal(loaded.canvas.xy, state.map)
+    assert loaded.canvas.status_label.visible and loaded.canvas.selected.tolist() == [4, 8, 15]
+    assert loaded.controls.mode.value == "intersect" and loaded.controls.color.value == "none"
+    assert "keep (3)" in loaded.controls.tags_summary.value
+
+
+def test_a_session_whose_map_does_not_fit_its_images_is_refused(image_set, tmp_path):
+    folder = Explorer(image_set, **TINY).set_embedding(grid_map()).save(tmp_path / "session")
+    np.save(folder / "map.npy", np.zeros((N - 1, 2), dtype=np.float32))
+    with pytest.raises(ValueError, match=rf"must have shape \({N}, 2\), got \({N - 1}, 2\)"):
+        Explorer.load(folder)
+    assert (folder / "map.npy").is_file()  # the folder is left as it was
+
+
 def test_load_keyword_arguments_override_the_saved_parameters(image_set, tmp_path):
     folder = Explorer(image_set, **TINY).set_embedding(grid_map()).save(tmp_path / "session")
     assert json.loads((folder / "explorer.json").read_text())["params"]["device"] == "cpu"
@@ -169,6 +199,28 @@ def test_resuming_a_session_leaves_the_global_random_streams_alone(stopped_sessi
     # The user's streams go on where their seeds put them.
     np.testing.assert_array_equal(np.random.random(4), np.random.RandomState(1234).random(4))
     assert torch.equal(torch.rand(4), torch.rand(4, generator=torch.Generator().manual_seed(1234)))
+
+
+def test_one_button_resumes_a_loaded_session_and_unpauses_a_paused_one(stopped_session):
+    loaded = Explorer.load(stopped_session)
+    button = loaded.controls.unpause_resume
+    saved_epoch = loaded.replay.infos[-1]["total_epoch"]
+    assert loaded.state == "stopped" and button.description == "Resume" and not button.disabled
+    loaded.unpause()  # nothing is paused: a warning, nothing starts
+    assert loaded.state == "stopped" and "nothing to unpause" in loaded.messages[-1][1]
+
+    button.click()  # Resume: from the checkpoint
+    assert loaded.state in ("starting", "running")
+    wait_for(lambda: loaded.training.latest_snapshot is not None)
+    assert loaded.training.latest_snapshot.total_epoch > saved_epoch
+    loaded.pause()
+    wait_for(lambda: loaded.state == "paused")
+    loaded.refresh()
+    assert button.description == "Unpause" and not button.disabled
+    button.click()  # Unpause: the same run goes on
+    assert loaded.state == "running"
+    loaded.stop()
+    assert loaded.wait(timeout=120) and loaded.training.error is None, loaded.messages
 
 
 def test_resume_passes_num_threads_and_checkpoint_path(stopped_session, tmp_path):

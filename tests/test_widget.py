@@ -88,11 +88,12 @@ def trainer_threads() -> int:
     return sum(t.name in names and t.is_alive() for t in threading.enumerate())
 
 
-def test_start_pause_resume_stop_restart(image_set):
+def test_start_pause_unpause_stop_restart(image_set):
     ex = Explorer(image_set, total_epochs=(40, 1, 1), **TINY)
     c = ex.controls
     assert ex.state == "idle" and ex.embedding is None
-    assert not c.start.disabled and c.pause.disabled and c.resume.disabled and c.stop.disabled
+    assert not c.start.disabled and c.pause.disabled and c.stop.disabled
+    assert c.unpause_resume.disabled  # nothing paused, no checkpoint to resume from
 
     c.stop.click()  # Stop before Start: a message, nothing else
     assert ex.state == "idle" and any("nothing to stop" in w for w in warnings_(ex))
@@ -108,13 +109,16 @@ def test_start_pause_resume_stop_restart(image_set):
     ex.pause()
     wait_for(lambda: ex.state == "paused")
     ex._apply_pending()
-    assert c.start.disabled and c.pause.disabled and not c.resume.disabled
+    assert c.start.disabled and c.pause.disabled and not c.unpause_resume.disabled
+    assert c.unpause_resume.description == "Unpause"
     time.sleep(0.3)  # the step in flight when pausing may still report
     epoch = ex.training.latest_snapshot.total_epoch
+    ex.resume()  # "resume" continues from a checkpoint: a paused run is unpaused
+    assert ex.state == "paused" and "unpause()" in warnings_(ex)[-1]
     time.sleep(0.8)
     assert ex.training.latest_snapshot.total_epoch == epoch  # paused: no progress
 
-    c.resume.click()
+    c.unpause_resume.click()
     assert ex.state == "running"
     wait_for(lambda: ex.training.latest_snapshot.total_epoch > epoch)
     c.stop.click()
@@ -271,6 +275,82 @@ def test_selection_is_observable_settable_and_highlighted(explorer):
     unsubscribe()
     explorer.select([])
     assert seen == [[3, 5], [3, 4, 5]] and explorer.canvas.selected is None
+
+
+def test_selection_and_colour_traits_link_both_ways_to_ipywidgets(explorer):
+    import ipywidgets as widgets
+
+    picker = widgets.SelectMultiple(options=list(range(N)))
+    widgets.link((explorer, "selection"), (picker, "index"),
+                 transform=(lambda selection: tuple(selection.tolist()), list))
+    picker.index = (7, 2)  # the widget drives the explorer, its model and its view
+    assert explorer.selection.tolist() == explorer.model.selection.tolist() == [2, 7]
+    assert explorer.canvas.selected.tolist() == [2, 7]
+    assert explorer.controls.count.value == "<b>2</b> selected"
+    assert explorer._on_box(-0.5, 2.5, -0.5, 0.5) == 3  # a box on the map drives the widget
+    assert picker.index == (0, 1, 2)
+    explorer.controls.undo.click()
+    assert picker.index == (2, 7)
+
+    dropdown = widgets.Dropdown(options=explorer.color_options)
+    widgets.link((explorer, "color_column"), (dropdown, "value"))
+    assert dropdown.value == "label"
+    dropdown.value = "site"
+    assert explorer.color_column == explorer.controls.color.value == "site"
+    assert sorted(explorer.canvas.rasterizer.colors) == ["x", "y"]
+    assert explorer.color_by("weight") is explorer and dropdown.value == "weight"
+    with pytest.raises(ValueError, match="choose one of"):
+        explorer.color_column = "height"
+    assert explorer.color_column == dropdown.value == explorer.model.color_column == "weight"
+
+    def colour(column):
+        explorer.color_by(column)
+
+    chooser = widgets.interactive(colour, column=list(explorer.color_options))
+    chooser.children[0].value = "none"
+    assert dropdown.value == explorer.color_column == "none"
+    assert explorer.canvas.rasterizer.colors == {}
+
+
+def test_observers_fire_once_per_real_change(explorer):
+    changes, model_changes, colours = [], [], []
+    explorer.observe(lambda change: changes.append((change.old.tolist(), change.new.tolist())),
+                     "selection")
+    explorer.model.observe(lambda change: model_changes.append(change.new.tolist()), "selection")
+    explorer.observe(lambda change: colours.append(change.new), "color_column")
+    explorer.selection = [5, 3, 3]
+    explorer.selection = np.array([3, 5])  # the same set
+    explorer.select([5], mode="add")  # adds nothing
+    explorer.select(np.isin(np.arange(N), [3, 5]))  # the same, as a mask
+    explorer.selection_model.set([3, 5])
+    explorer.controls.mode.value = "subtract"
+    assert explorer.model.selection_mode == "subtract"
+    assert explorer._on_box(2.5, 3.5, -0.5, 0.5) == 1  # takes point 3 (at x=3, y=0) away
+    explorer.controls.undo.click()
+    explorer.controls.clear.click()
+    assert changes == [([], [3, 5]), ([3, 5], [5]), ([5], [3, 5]), ([3, 5], [])]
+    assert model_changes == [new for _, new in changes]
+    with pytest.raises(ValueError, match="out of range"):
+        explorer.selection = [N]
+    assert explorer.selection.tolist() == [] and len(changes) == 4  # nothing changed
+    assert not explorer.selection.flags.writeable
+
+    explorer.color_by("site")
+    explorer.color_by("site")
+    explorer.controls.color.value = "site"
+    explorer.model.color_column = "none"
+    assert colours == ["site", "none"]
+
+
+def test_messages_live_in_the_state_and_the_widget_shows_the_last_four(explorer):
+    for k in range(6):
+        explorer._report(f"<note {k}>", "info")
+    explorer._report(KeyError("no such <thing>"))
+    assert explorer.messages[-2:] == [("info", "<note 5>"), ("error", "no such <thing>")]
+    assert [m.text for m in explorer.model.messages][-7:-5] == ["<note 0>", "<note 1>"]
+    shown = explorer.controls.message.value
+    assert shown.count("<div") == 4 and "note 2" not in shown
+    assert shown.index("no such &lt;thing&gt;") < shown.index("&lt;note 3&gt;")  # newest first
 
 
 def test_gallery_caps_at_64_and_resamples(explorer):
@@ -499,13 +579,16 @@ def test_save_load_restores_the_session_and_resumes_training(image_set, tmp_path
     loaded = Explorer.load(folder)
     np.testing.assert_array_equal(loaded.embedding, ex.embedding)
     np.testing.assert_array_equal(loaded.selection, [3, 4, 5])
-    assert loaded.tags.equals(ex.tags) and loaded._color_column == "site"
+    assert loaded.tags.equals(ex.tags) and loaded.color_column == "site"
     assert len(loaded.replay) == len(ex.replay) and loaded.state == "stopped"
     np.testing.assert_array_equal(loaded.image_set.images, image_set.images)
     pd.testing.assert_frame_equal(loaded.metadata, ex.metadata)
 
-    loaded.resume()  # continues the stopped run from its checkpoint
+    button = loaded.controls.unpause_resume
+    assert button.description == "Resume" and not button.disabled
+    button.click()  # continues the stopped run from its checkpoint
     assert loaded.wait(timeout=300) and loaded.state == "finished", loaded.messages
+    assert button.disabled  # the checkpoint is used up
     final = loaded.training.latest_snapshot
     assert final.total_epoch == final.total_epochs == 32 and final.total_epoch > stopped_at
     assert len(loaded.replay) > len(ex.replay)

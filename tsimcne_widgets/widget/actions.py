@@ -1,7 +1,9 @@
 """Selection, hover, tags and exports of the Explorer (a mixin, to keep modules small).
 
 The methods run on the kernel's event loop thread (browser events and button
-clicks) or in the user's cell (the Python API); none touches the trainer.
+clicks) or in the user's cell (the Python API); none touches the trainer.  What
+they change lives in the Explorer's :class:`~tsimcne_widgets.widget.state.ExplorerState`
+(``self.model``); the view follows it through the observers the Explorer wires up.
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["CurationMixin"]
+__all__ = ["CurationActions"]
 
 
-class CurationMixin:
-    """Curation half of :class:`~tsimcne_widgets.widget.explorer.Explorer`.
+class CurationActions:
+    """Hover, selection, tagging and export actions of
+    :class:`~tsimcne_widgets.widget.explorer.Explorer`.
 
-    Expects the attributes the Explorer sets up: ``canvas``, ``controls``,
-    ``gallery``, ``thumbnails``, ``selection_model``, ``tag_store``,
-    ``image_set``, ``labels``, ``metadata``, ``n``, ``thumb_size`` and the
+    Expects the attributes the Explorer sets up: ``model`` (the
+    :class:`~tsimcne_widgets.widget.state.ExplorerState`), ``canvas``,
+    ``controls``, ``gallery``, ``thumbnails``, ``image_set``, ``labels``,
+    ``metadata``, ``n``, ``thumb_size``, the ``selection`` trait and the
     ``embedding`` property.
     """
 
@@ -55,22 +59,24 @@ class CurationMixin:
 
     # ------------------------------------------------------------------ selection
     @property
-    def selection(self) -> np.ndarray:
-        """numpy.ndarray : Sorted indices of the selected images (settable)."""
-        return self.selection_model.indices
-
-    @selection.setter
-    def selection(self, indices) -> None:
-        self.select(indices)
+    def selection_model(self):
+        """SelectionModel : The selection with its undo history (``model.selection_model``)."""
+        return self.model.selection_model
 
     def select(self, indices, mode: str = "replace") -> "Explorer":
         """Change the selection (``mode``: replace, add, subtract, intersect)."""
-        self.selection_model.set(indices, mode=mode)
+        self.model.select(indices, mode=mode)
         return self
 
     def observe_selection(self, callback: Callable[[np.ndarray], object]) -> Callable[[], None]:
-        """Call ``callback(indices)`` after every selection change; returns an unsubscribe function."""
-        return self.selection_model.observe(callback)
+        """Call ``callback(indices)`` after every selection change; returns an unsubscribe
+        function.  The same as ``explorer.observe(lambda change: callback(change.new),
+        "selection")``."""
+        def handler(change) -> None:
+            callback(change["new"])
+
+        self.observe(handler, "selection")
+        return lambda: self.unobserve(handler, "selection")
 
     def _on_polygon(self, polygon) -> int:
         from tsimcne_widgets.render.lasso import points_in_polygon
@@ -82,7 +88,7 @@ class CurationMixin:
                          "warning")
             return 0
         inside = np.flatnonzero(points_in_polygon(xy, polygon))
-        self.select(inside, mode=self.controls.mode.value)
+        self.select(inside, mode=self.model.selection_mode)
         return int(inside.size)
 
     def _on_lasso(self, xs, ys) -> int:
@@ -93,22 +99,19 @@ class CurationMixin:
         """A finished box selection in data units; returns the points inside."""
         return self._on_polygon(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float))
 
-    def _on_ranges(self, x0: float, x1: float, y0: float, y1: float) -> None:
-        """The user zoomed or panned to this window."""
-        self.canvas.set_view((x0, x1), (y0, y1))
-
-    def _selection_changed(self, indices) -> None:
+    def _show_selection(self, change) -> None:
+        indices = change["new"]
         self.canvas.set_selected(indices)
         self.controls.count.value = f"<b>{len(indices)}</b> selected"
-        self.controls.undo.disabled = not self.selection_model.can_undo
+        self.controls.undo.disabled = not self.model.can_undo
         self.gallery.show(indices)
 
     def _undo(self) -> None:
-        if not self.selection_model.undo():
+        if not self.model.undo():
             self._report("nothing to undo", "warning")
 
     def _clear_selection(self) -> None:
-        self.selection_model.clear()
+        self.model.clear_selection()
 
     def selected(self) -> pd.DataFrame:
         """Table of the selection: index, x, y, label, path, metadata columns, tags."""
@@ -126,11 +129,16 @@ class CurationMixin:
         return self
 
     @property
+    def tag_store(self):
+        """TagStore : The tags (``model.tag_store``)."""
+        return self.model.tag_store
+
+    @property
     def tags(self) -> pd.DataFrame:
         """pandas.DataFrame : One row per (index, tag)."""
         return self.tag_store.to_frame()
 
-    def _show_tags(self) -> None:
+    def _show_tags(self, change=None) -> None:
         parts = [f"{name} ({self.tag_store.indices(name).size})" for name in self.tag_store.names]
         self.controls.tags_summary.value = (
             '<span style="font:12px sans-serif">tags: ' + html.escape(", ".join(parts))
@@ -149,7 +157,7 @@ class CurationMixin:
 
     def load_tags(self, path, merge: bool = False) -> "Explorer":
         """Restore tags saved by :meth:`save_tags`; ``merge`` keeps the current ones too."""
-        from tsimcne_widgets.curation.selection import TagStore
+        from tsimcne_widgets.curation.tags import TagStore
 
         loaded = TagStore.load(path, self.n)  # validates names and indices before anything changes
         if not merge:
@@ -161,7 +169,7 @@ class CurationMixin:
     def suggest_outliers(self, k: int = 15, top: int | None = None,
                          min_score: float = 3.0) -> np.ndarray:
         """Select points far from their map neighbours, most isolated first, for inspection."""
-        from tsimcne_widgets.curation.selection import suggest_outliers
+        from tsimcne_widgets.curation.suggestions import suggest_outliers
 
         found = suggest_outliers(self._require_map("suggest_outliers"), k=k, top=top,
                                  min_score=min_score)
@@ -171,10 +179,10 @@ class CurationMixin:
     def suggest_duplicates(self, **kwargs) -> list[np.ndarray]:
         """Select near-duplicates: almost coincident on the map and close in pixels.
 
-        Keyword arguments go to :func:`tsimcne_widgets.curation.selection.suggest_duplicates`.
+        Keyword arguments go to :func:`tsimcne_widgets.curation.suggestions.suggest_duplicates`.
         Returns the groups; the selection becomes their union.
         """
-        from tsimcne_widgets.curation.selection import suggest_duplicates
+        from tsimcne_widgets.curation.suggestions import suggest_duplicates
 
         groups = suggest_duplicates(self._require_map("suggest_duplicates"),
                                     self.image_set.images, **kwargs)
@@ -193,7 +201,7 @@ class CurationMixin:
 
     def export_csv(self, path, overwrite: bool = False) -> Path:
         """Write :meth:`selected` to ``path`` (.csv, .parquet or .jsonl), atomically."""
-        from tsimcne_widgets.curation.export import write_table
+        from tsimcne_widgets.io.tables import write_table
 
         self._require_selection()
         return write_table(self.selected(), path, overwrite=overwrite)
@@ -209,12 +217,15 @@ class CurationMixin:
 
     def subset(self, dataset=None):
         """``torch.utils.data.Subset`` of the selection (of ``dataset``, default the images)."""
-        from tsimcne_widgets.curation.export import make_subset
+        from tsimcne_widgets.curation.subset import make_subset
 
         return make_subset(self.image_set if dataset is None else dataset, self.selection)
 
     def to_html(self, path, **kwargs) -> Path:
-        """Self-contained interactive HTML page of the current map (see ``html_export.to_html``)."""
+        """Self-contained interactive HTML page of the current map.
+
+        Keyword arguments go to :func:`tsimcne_widgets.render.html.to_html`.
+        """
         from tsimcne_widgets.render.html import to_html
 
         xy = self.embedding

@@ -1,7 +1,9 @@
 """ipywidgets controls of the Explorer: training buttons, progress, curation, messages.
 
 Only layout and small pure helpers live here; the behaviour is wired up by
-:class:`~tsimcne_widgets.widget.explorer.Explorer`.
+:class:`~tsimcne_widgets.widget.explorer.Explorer`, and what the controls show
+of the curation (colouring, selection mode, messages) comes from its
+:class:`~tsimcne_widgets.widget.state.ExplorerState`.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ from collections.abc import Sequence
 
 import ipywidgets as widgets
 
+from tsimcne_widgets.curation.selection import SELECTION_MODES
+
 __all__ = ["ControlPanel", "sparkline_svg", "format_duration", "progress_html"]
 
 _BUTTON = widgets.Layout(width="88px")
 _BUDGET_TIME = "minutes"
 _BUDGET_EPOCHS = "epochs"
+#: Messages shown at once in the message area (the newest last).
+SHOWN_MESSAGES = 4
+_MESSAGE_COLORS = {"error": "#b00020", "warning": "#8a6d00", "info": "#1b5e20"}
 
 
 def sparkline_svg(values: Sequence[float], width: int = 80, height: int = 16) -> str:
@@ -99,7 +106,10 @@ class ControlPanel:
         self.start = widgets.Button(description="Start", icon="play", button_style="success",
                                     layout=_BUTTON, tooltip="Train a new map")
         self.pause = widgets.Button(description="Pause", icon="pause", layout=_BUTTON)
-        self.resume = widgets.Button(description="Resume", icon="play", layout=_BUTTON)
+        # One button for both ways of going on: "Unpause" while paused, "Resume" (from
+        # the checkpoint) for a stopped or loaded session; see set_state.
+        self.unpause_resume = widgets.Button(description="Unpause", icon="play",
+                                             layout=_BUTTON)
         self.stop = widgets.Button(description="Stop", icon="stop", button_style="danger",
                                    layout=_BUTTON)
         self.budget_kind = widgets.Dropdown(
@@ -126,9 +136,10 @@ class ControlPanel:
         self.message = widgets.HTML("", layout=widgets.Layout(min_height="20px"))
 
         self.mode = widgets.ToggleButtons(
-            options=["replace", "add", "subtract"], value="replace",
-            tooltips=["New selection replaces", "Add to selection", "Remove from selection"],
-            style={"button_width": "84px"},
+            options=list(SELECTION_MODES), value="replace",
+            tooltips=["New selection replaces", "Add to selection", "Remove from selection",
+                      "Keep only what is also in the new selection"],
+            style={"button_width": "72px"},
         )
         self.undo = widgets.Button(description="Undo", icon="undo", layout=_BUTTON)
         self.clear = widgets.Button(description="Clear", layout=_BUTTON)
@@ -152,7 +163,6 @@ class ControlPanel:
                                          tooltip="Follow the newest map",
                                          layout=widgets.Layout(width="70px"))
         self.replay_info = widgets.HTML("")
-        self._messages: list[tuple[float, str, str]] = []
         self._sync_budget_visibility()
         self.budget_kind.observe(lambda change: self._sync_budget_visibility(), names="value")
 
@@ -168,42 +178,43 @@ class ControlPanel:
             return "time", float(self.budget_minutes.value) * 60.0
         return "epochs", float(self.budget_epochs.value)
 
-    def set_state(self, state: str) -> None:
-        """Enable exactly the training buttons that make sense in trainer ``state``."""
+    def set_state(self, state: str, can_resume: bool = False) -> None:
+        """Enable exactly the training buttons that make sense in trainer ``state``.
+
+        ``can_resume``: a checkpoint of a stopped or loaded session can be trained
+        further; the Unpause button then offers "Resume".
+        """
         running = state in ("running", "starting")
         paused = state == "paused"
         stopping = state == "stopping"
         self.start.disabled = running or paused or stopping
         self.pause.disabled = state != "running"
-        self.resume.disabled = not paused
+        resume = can_resume and not paused
+        self.unpause_resume.description = "Resume" if resume else "Unpause"
+        self.unpause_resume.tooltip = ("Continue training from the saved checkpoint" if resume
+                                       else "Continue the paused run")
+        self.unpause_resume.disabled = not (paused or resume)
         self.stop.disabled = not (running or paused)
         self.budget_kind.disabled = self.start.disabled
         self.budget_minutes.disabled = self.start.disabled
         self.budget_epochs.disabled = self.start.disabled
 
-    def show_message(self, text: str, kind: str = "info") -> None:
-        """Show ``text`` (escaped) in the message area; ``kind`` is info, warning or error."""
-        self._messages.append((time.time(), kind, str(text)))
-        del self._messages[:-4]
-        colors = {"error": "#b00020", "warning": "#8a6d00", "info": "#1b5e20"}
+    def show_messages(self, messages: Sequence[tuple[float, str, str]]) -> None:
+        """Show the last :data:`SHOWN_MESSAGES` of ``messages`` ((time, kind, text), oldest
+        first), newest on top, escaped; ``kind`` is info, warning or error."""
         rows = []
-        for stamp, level, message in reversed(self._messages):
+        for stamp, level, text in reversed(list(messages)[-SHOWN_MESSAGES:]):
             clock = time.strftime("%H:%M:%S", time.localtime(stamp))
             rows.append(
-                f'<div style="color:{colors.get(level, "#333")};font:12px sans-serif">'
-                f"{clock} {html.escape(level)}: {html.escape(message)}</div>"
+                f'<div style="color:{_MESSAGE_COLORS.get(level, "#333")};font:12px sans-serif">'
+                f"{clock} {html.escape(level)}: {html.escape(text)}</div>"
             )
         self.message.value = "".join(rows)
-
-    @property
-    def messages(self) -> list[tuple[str, str]]:
-        """(kind, text) of the messages shown, oldest first (at most 4)."""
-        return [(kind, text) for _, kind, text in self._messages]
 
     def training_row(self) -> widgets.Widget:
         """Buttons, budget, colouring and progress, in one or two lines."""
         return widgets.VBox([
-            widgets.HBox([self.start, self.pause, self.resume, self.stop, self.budget_kind,
+            widgets.HBox([self.start, self.pause, self.unpause_resume, self.stop, self.budget_kind,
                           self.budget_minutes, self.budget_epochs, self.color]),
             widgets.HBox([self.progress_bar, self.progress]),
         ])

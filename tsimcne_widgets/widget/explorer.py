@@ -7,23 +7,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import traitlets
 
-from tsimcne_widgets.curation.selection import SelectionModel, TagStore
 from tsimcne_widgets.data.load import ImageSet, load_images
 from tsimcne_widgets.render.replay import ReplayBuffer
 from tsimcne_widgets.render.thumbs import ThumbnailCache
-from .canvas import PROVISIONAL_TEXT, MapCanvas, categorize
-from .actions import CurationMixin
+from .actions import CurationActions
+from .canvas import MapCanvas, categorize
 from .scheduler import LatestOnlyScheduler, kernel_event_loop
+from .replay_view import ReplayView
 from .session import TrainingSession
+from .state import NO_COLOR, ExplorerState, IndexArray
 
 __all__ = ["Explorer"]
 
-_NONE = "none"
 _LABEL = "label"
 
 
-class Explorer(CurationMixin):
+class Explorer(traitlets.HasTraits, CurationActions, ReplayView):
     """Train a t-SimCNE map of an image collection and curate it, live, in Jupyter.
 
     Displaying the explorer shows the whole tool: training controls and
@@ -31,6 +32,14 @@ class Explorer(CurationMixin):
     lasso and box selection, a gallery of the selection, tagging, exports and
     a replay slider.  Everything also works from Python, and selections, tags
     and exports work before and without training.
+
+    What the user sees and chose (map, colouring, selection and its mode, tags,
+    messages) lives in :attr:`model`, an
+    :class:`~tsimcne_widgets.widget.state.ExplorerState`; the widgets are built
+    from it and observe it.  The explorer's own traits :attr:`selection` and
+    :attr:`color_column` follow the model both ways, so they can be observed
+    and linked like any ipywidget's (``explorer.observe(callback, "selection")``,
+    ``ipywidgets.link((explorer, "color_column"), (dropdown, "value"))``).
 
     Parameters
     ----------
@@ -56,6 +65,20 @@ class Explorer(CurationMixin):
         Passed to :class:`~tsimcne_widgets.engine.estimator.TSimCNE` (``total_epochs``,
         ``batch_size``, ``backbone``, ``device``, ``time_budget``, ...).
 
+    Attributes
+    ----------
+    model : ExplorerState
+        The map, colouring, selection, selection mode, tags and messages.
+    selection : numpy.ndarray
+        Trait: sorted indices of the selected images (read-only int64; assign any
+        indices or a boolean mask to select).
+    color_column : str
+        Trait: what the points are coloured by (the method :meth:`color_by` sets it).
+    training : TrainingSession
+        The background training run.
+    replay : ReplayBuffer
+        The maps of the run, for the replay slider.
+
     Examples
     --------
     >>> from tsimcne_widgets import Explorer
@@ -63,28 +86,34 @@ class Explorer(CurationMixin):
     >>> explorer = Explorer(load_digits(), time_budget=120)   # doctest: +SKIP
     >>> explorer                                              # doctest: +SKIP
     >>> explorer.start()                                      # doctest: +SKIP
+    >>> explorer.observe(lambda change: print(len(change.new)), "selection")  # doctest: +SKIP
     """
+
+    #: numpy.ndarray : Sorted indices of the selected images (settable; a trait that
+    #: follows ``model.selection``: observe it, link it).
+    selection = IndexArray()
+    #: str : What the points are coloured by (``"label"``, a metadata column or
+    #: ``"none"``); a trait that follows ``model.color_column``.  :meth:`color_by` sets it.
+    color_column = traitlets.Unicode()
 
     def __init__(self, data, labels=None, metadata=None, *, canvas_width: int = 640,
                  canvas_height: int = 520, hover_radius: float = 6.0, thumb_size: int = 160,
                  max_replay_bytes: int = 256 * 1024 * 1024, min_apply_interval: float = 0.25,
                  **tsimcne_params) -> None:
+        super().__init__()  # no trait values from the arguments: those are ours
         self.image_set: ImageSet = load_images(data, labels)
         self.n = len(self.image_set)
         self.metadata = _merge_metadata(self.image_set.metadata, metadata, self.n)
         self.labels = self.image_set.labels
         self.thumb_size = int(thumb_size)
-        self.selection_model = SelectionModel(self.n)
-        self.tag_store = TagStore(self.n)
+        self.model = ExplorerState(self.n, self._color_options(),
+                                   _LABEL if self.labels is not None else NO_COLOR)
         self.thumbnails = ThumbnailCache(self.image_set.images, self.image_set.paths)
         self.replay = ReplayBuffer(max_bytes=max_replay_bytes)
         self.training = TrainingSession(self.image_set, tsimcne_params, self.replay)
-        self._map: np.ndarray | None = None  # newest map that reached the widget
-        self._provisional = False
         self._shown_frame: int | None = None  # replay frame on screen; None = live
         self._moving_slider = False  # set while code (not the user) moves the replay slider
         self.last_polygon: np.ndarray | None = None  # (M, 2) data units of the last lasso/box
-        self._color_column = _LABEL if self.labels is not None else _NONE
 
         from .controls import ControlPanel, progress_html  # ipywidgets: UI layer only
         from .gallery import Gallery
@@ -92,7 +121,7 @@ class Explorer(CurationMixin):
         self._progress_html = progress_html
         self.canvas = MapCanvas(canvas_width, canvas_height, hover_radius)
         self.controls = ControlPanel(
-            self._color_options(), self._color_column,
+            self.model.color_options, self.model.color_column,
             self.training.default_time_budget(), self.training.default_total_epochs(),
         )
         self.gallery = Gallery(self.thumbnails, self.labels)
@@ -153,24 +182,64 @@ class Explorer(CurationMixin):
 
     # ------------------------------------------------------------------ wiring
     def _wire(self) -> None:
-        c = self.controls
+        c, model = self.controls, self.model
         self.canvas.on_polygon = self._on_polygon
         self.canvas.on_hover = lambda x, y, sx, sy: self._on_hover(x, y, sx, sy)
         self.canvas.on_leave = self._on_leave
         self.canvas.on_error = self._report
+        self.canvas.on_selection = self._on_client_selection  # browser-side lasso, click, keys
+        self.canvas.set_point_info(self.image_set.images, self.labels, self.metadata,
+                                   self.thumb_size)
         for button, action in ((c.start, self.start), (c.pause, self.pause),
-                               (c.resume, self.resume), (c.stop, self.stop),
+                               (c.unpause_resume, self._unpause_or_resume), (c.stop, self.stop),
                                (c.undo, self._undo), (c.clear, self._clear_selection),
                                (c.tag_button, self._tag_clicked),
                                (c.csv_button, self._csv_clicked),
                                (c.files_button, self._files_clicked)):
             button.on_click(self._ui(action))
-        c.color.observe(self._ui(lambda change: self.color_by(change["new"]), takes_event=True),
-                        names="value")
         c.replay.observe(self._ui(self._replay_moved, takes_event=True), names="value")
         c.live.observe(self._ui(self._live_toggled, takes_event=True), names="value")
-        self.selection_model.observe(self._selection_changed)
-        self.tag_store.observe(lambda store: self._show_tags())
+        # The view follows the model.  These observers come before the explorer's own
+        # traits follow it: a failing user observer of those must not keep the map,
+        # the count or the gallery from showing the change.
+        model.observe(self._show_selection, "selection")
+        model.observe(self._show_map, "map")
+        model.observe(self._show_provisional, "provisional")
+        model.observe(self._ui(lambda change: self.canvas.set_colors(*self._categories()),
+                               takes_event=True), "color_column")
+        model.observe(self._show_tags, "tags_version")
+        model.observe(lambda change: c.show_messages(change["new"]), "messages")
+        traitlets.link((model, "color_column"), (c.color, "value"))
+        traitlets.link((model, "selection_mode"), (c.mode, "value"))
+        model.observe(self._follow_model, ["selection", "color_column"])
+        self.selection = model.selection
+        self.color_column = model.color_column
+
+    def _follow_model(self, change) -> None:
+        setattr(self, change["name"], change["new"])
+
+    def _on_client_selection(self, indices, polygon, action: str) -> None:
+        # The browser chose this selection itself (maps up to canvas.client.max_points);
+        # the kernel takes it as the user sees it.
+        if polygon is not None:
+            self.last_polygon = np.asarray(polygon, dtype=np.float64)
+        if action == "undo":
+            self.model.undo()
+        else:
+            self.select(indices)
+
+    # Setting one of the explorer's traits sets the model's (which checks the value and,
+    # for the selection, records the undo history); the model's change then comes back
+    # through _follow_model as an assignment of an equal value, which notifies no one.
+    @traitlets.validate("selection")
+    def _selection_to_model(self, proposal):
+        self.model.selection = proposal["value"]
+        return self.model.selection
+
+    @traitlets.validate("color_column")
+    def _color_column_to_model(self, proposal):
+        self.model.color_column = proposal["value"]
+        return self.model.color_column
 
     def _ui(self, action: Callable, *, takes_event: bool = False) -> Callable:
         """Wrap a UI handler: errors go to the message area instead of killing the widget."""
@@ -184,12 +253,13 @@ class Explorer(CurationMixin):
 
     def _report(self, error: BaseException | str, kind: str = "error") -> None:
         text = error if isinstance(error, str) else _describe_error(error)
-        self.controls.show_message(text, kind)
+        self.model.report(text, kind)
 
     @property
     def messages(self) -> list[tuple[str, str]]:
-        """list of (kind, text) : The latest messages shown in the widget."""
-        return self.controls.messages
+        """list of (kind, text) : The latest messages, oldest first (the widget shows the
+        last few; ``model.messages`` has their times)."""
+        return [(message.kind, message.text) for message in self.model.messages]
 
     # ------------------------------------------------------------------ training
     @property
@@ -214,25 +284,43 @@ class Explorer(CurationMixin):
 
     def pause(self) -> "Explorer":
         """Pause training after the current step."""
-        if self.state != "running":
-            self._report(f"nothing to pause: training is {self.state}", "warning")
+        return self._only_when("running", "pause", self.training.pause)
+
+    def unpause(self) -> "Explorer":
+        """Continue a paused run (see :meth:`pause`)."""
+        return self._only_when("paused", "unpause", self.training.unpause)
+
+    def _only_when(self, state: str, verb: str, action: Callable[[], None]) -> "Explorer":
+        if self.state != state:
+            self._report(f"nothing to {verb}: training is {self.state}", "warning")
         else:
-            self.training.pause()
+            action()
         self._update_training_ui(None)
         return self
 
     def resume(self) -> "Explorer":
-        """Continue a paused run, or a run restored by :meth:`load`."""
+        """Continue training a session restored by :meth:`load` from its checkpoint.
+
+        A paused run goes on with :meth:`unpause` instead.
+        """
         if self.state == "paused":
-            self.training.resume()
+            self._report("training is paused: unpause() (the Unpause button) continues it; "
+                         "resume() continues a saved session from its checkpoint", "warning")
         elif self.training.can_continue:
             self._scheduler.discard()
-            self.training.continue_run()
+            self.training.resume()
             self._report("training continues from the saved checkpoint", "info")
         else:
-            self._report(f"nothing to resume: training is {self.state}", "warning")
+            self._report(f"nothing to resume: training is {self.state} and there is no "
+                         "checkpoint to continue from (Explorer.load restores one)", "warning")
         self._update_training_ui(None)
         return self
+
+    def _unpause_or_resume(self) -> None:
+        if self.state == "paused":
+            self.unpause()
+        else:
+            self.resume()
 
     def stop(self) -> "Explorer":
         """Stop training after the current step; the map so far stays."""
@@ -259,17 +347,21 @@ class Explorer(CurationMixin):
         """Show the newest snapshot (runs on the kernel's event loop thread)."""
         snapshot = self.training.take_snapshot()
         if snapshot is not None:
-            self._map = np.asarray(snapshot.embedding, dtype=np.float32)
-            self._provisional = bool(snapshot.provisional)
-            if self._shown_frame is None:
-                self._display_map(self._map, self._provisional)
+            self.model.set_map(snapshot.embedding, bool(snapshot.provisional))
             self._sync_replay_slider()
         self._update_training_ui(snapshot)
         self.training.announce(self._report)
 
+    def refresh(self) -> "Explorer":
+        """Bring the widgets up to date with the replay and the training run (the model's
+        changes show by themselves), e.g. after restoring a session's replay."""
+        self._sync_replay_slider()
+        self._update_training_ui(None)
+        return self
+
     def _update_training_ui(self, snapshot) -> None:
         state = self.state
-        self.controls.set_state(state)
+        self.controls.set_state(state, can_resume=self.training.can_continue)
         latest = snapshot or self.training.latest_snapshot
         self.controls.progress.value = self._progress_html(latest, state)
         if latest is not None and latest.total_epochs:
@@ -282,7 +374,7 @@ class Explorer(CurationMixin):
         snapshot = self.training.latest_snapshot
         if snapshot is not None:
             return np.asarray(snapshot.embedding, dtype=np.float32)
-        return self._map
+        return self.model.map
 
     def set_embedding(self, xy, provisional: bool = False) -> "Explorer":
         """Show a map computed elsewhere (e.g. by ``TSimCNE().fit_transform``) without training.
@@ -296,90 +388,10 @@ class Explorer(CurationMixin):
         """
         if self.training.active:
             raise RuntimeError("training is running; stop it before replacing the map")
-        xy = np.array(xy, dtype=np.float32)
-        if xy.shape != (self.n, 2):
-            raise ValueError(f"the map must have shape ({self.n}, 2), got {xy.shape}")
+        xy = self.model.check_map(xy)  # a bad map changes nothing
         self.training.forget_latest()
-        self._map, self._provisional = xy, bool(provisional)
-        self.show_live()
-        return self
-
-    def _display_map(self, xy, provisional: bool) -> None:
-        self.canvas.set_map(xy)
-        self.canvas.set_status(PROVISIONAL_TEXT if provisional else None)
-        self.canvas.hide_card()
-
-    def _shown_map(self) -> np.ndarray | None:
-        return self.canvas.xy
-
-    def _sync_replay_slider(self) -> None:
-        frames = len(self.replay)
-        slider = self.controls.replay
-        self._moving_slider = True
-        try:
-            slider.max = max(frames - 1, 0)
-            slider.disabled = frames < 2
-            if self._shown_frame is None:
-                slider.value = slider.max
-        finally:
-            self._moving_slider = False
-        self._replay_label()
-
-    def _replay_label(self) -> None:
-        frames = len(self.replay)
-        if frames == 0:
-            self.controls.replay_info.value = ""
-            return
-        k = self.controls.replay.value
-        info = self.replay.infos[min(k, frames - 1)]
-        where = "live" if self._shown_frame is None else f"frame {k + 1}/{frames}"
-        self.controls.replay_info.value = (
-            f'<span style="font:12px sans-serif">{where} · stage {info.get("stage", "?")} '
-            f'epoch {info.get("total_epoch", "?")}</span>'
-        )
-
-    def _replay_moved(self, change) -> None:
-        if self._moving_slider:
-            return
-        self.show_frame(change["new"])
-
-    def _live_toggled(self, change) -> None:
-        if change["new"]:
-            self.show_live()
-        elif self._shown_frame is None and len(self.replay):
-            self.show_frame(len(self.replay) - 1)
-
-    def show_frame(self, k: int) -> "Explorer":
-        """Show replay frame ``k`` (0 = first map of the run) instead of the live map."""
-        frames = len(self.replay)
-        if frames == 0:
-            raise ValueError("there is nothing to replay yet: start training first")
-        if not -frames <= int(k) < frames:
-            raise IndexError(f"replay frame {k} out of range: there are {frames} frames")
-        k = int(k) % frames
-        xy, info = self.replay[k]
-        self._shown_frame = k
-        self._moving_slider = True
-        try:
-            self.controls.replay.value = k
-            self.controls.live.value = False
-        finally:
-            self._moving_slider = False
-        self._display_map(xy, bool(info.get("provisional", False)))
-        self._replay_label()
-        return self
-
-    def show_live(self) -> "Explorer":
-        """Follow the newest map again."""
-        self._shown_frame = None
-        self._moving_slider = True
-        try:
-            self.controls.live.value = True
-            self.controls.replay.value = self.controls.replay.max
-        finally:
-            self._moving_slider = False
-        if self._map is not None:
-            self._display_map(self._map, self._provisional)
+        self._go_live()
+        self.model.set_map(xy, provisional)  # shown by _show_map
         self._replay_label()
         return self
 
@@ -387,16 +399,22 @@ class Explorer(CurationMixin):
     def _color_options(self) -> list[str]:
         options = [_LABEL] if self.labels is not None else []
         if self.metadata is not None:
-            options += [str(c) for c in self.metadata.columns if str(c) not in (_LABEL, _NONE)]
-        return options + [_NONE]
+            options += [str(c) for c in self.metadata.columns if str(c) not in (_LABEL, NO_COLOR)]
+        return options + [NO_COLOR]
+
+    @property
+    def color_options(self) -> tuple[str, ...]:
+        """tuple of str : What :meth:`color_by` accepts (``"none"`` colours nothing)."""
+        return self.model.color_options
 
     def _categories(self):
-        if self._color_column == _NONE:
+        column = self.model.color_column
+        if column == NO_COLOR:
             return None, None
-        if self._color_column == _LABEL:
+        if column == _LABEL:
             values = self.labels
         else:
-            values = self.metadata[self._column_key(self._color_column)].to_numpy()
+            values = self.metadata[self._column_key(column)].to_numpy()
         return categorize(values)
 
     def _column_key(self, name: str):
@@ -406,15 +424,12 @@ class Explorer(CurationMixin):
         raise KeyError(name)
 
     def color_by(self, column: str | None) -> "Explorer":
-        """Colour points by ``"label"``, a metadata column, or nothing (None / ``"none"``)."""
-        column = _NONE if column is None else str(column)
-        options = self._color_options()
-        if column not in options:
-            raise ValueError(f"cannot colour by {column!r}; choose one of {options}")
-        self._color_column = column
-        if self.controls.color.value != column:
-            self.controls.color.value = column
-        self.canvas.set_colors(*self._categories())
+        """Colour points by ``"label"``, a metadata column, or nothing (None / ``"none"``).
+
+        The same as setting :attr:`color_column`; a column not in :attr:`color_options`
+        raises ``ValueError`` and changes nothing.
+        """
+        self.color_column = NO_COLOR if column is None else str(column)
         return self
 
     # ------------------------------------------------------------------ persistence
@@ -431,6 +446,29 @@ class Explorer(CurationMixin):
         from .persistence import load_explorer
 
         return load_explorer(cls, path, **kwargs)
+
+    @classmethod
+    def watch(cls, folder, data, labels=None, *, interval: float = 0.5, **kwargs) -> "Explorer":
+        """An explorer that shows a run elsewhere, from the folder its ``--snapshots`` writes.
+
+        Parameters
+        ----------
+        folder : str or path-like
+            The run's snapshot folder (``train ... --snapshots folder``), shared with
+            the machine that trains.
+        data, labels, **kwargs
+            As for :class:`Explorer`: the same images, in the same order, as the run.
+        interval : float
+            Seconds between two looks at the folder.
+        """
+        from .watch import WatchedSession
+
+        explorer = cls(data, labels, **kwargs)
+        session = WatchedSession(folder, explorer.image_set, explorer.replay, interval)
+        session.on_update = explorer._scheduler.submit
+        explorer.training = session.begin()
+        explorer._update_training_ui(None)
+        return explorer
 
 
 def _merge_metadata(from_data, extra, n: int) -> pd.DataFrame | None:

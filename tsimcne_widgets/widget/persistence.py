@@ -2,8 +2,8 @@
 
 Layout (every file optional except ``explorer.json``)::
 
-    explorer.json     format version, TSimCNE params, colouring, training state, and the
-                      images' augmentation settings and skipped files (ImageSet)
+    explorer.json     format version, TSimCNE params, colouring, selection mode, training
+                      state, and the images' augmentation settings and skipped files (ImageSet)
     images.npy        uint8 (N, H, W, 3), unless every image has a readable source file
     sources.csv       source path of each image (the images are re-read from them)
     labels.json       one label per image
@@ -117,15 +117,17 @@ def save_explorer(explorer, path, overwrite: bool = False, include_images: bool 
     has_sources = paths is not None and all(p and os.path.isfile(p) for p in paths)
     if include_images is None:
         include_images = not has_sources
-    training = explorer.training
+    training, state = explorer.training, explorer.model  # ExplorerState: the map, tags, ...
+    latest = training.latest_snapshot  # newer than state.map while training runs
     manifest = {
         "format": FORMAT_VERSION,
         "n": explorer.n,
         "image_shape": list(image_set.images.shape[1:]),
         "params": _json_safe_params(training.params),
-        "color_by": explorer._color_column,
+        "color_by": state.color_column,
+        "selection_mode": state.selection_mode,
         "training_state": training.state if not training.active else "stopped",
-        "provisional": bool(explorer._provisional),
+        "provisional": bool(latest.provisional if latest is not None else state.provisional),
         "augmentation": _augmentation_json(image_set.augmentation),
         "skipped": [[path, reason] for path, reason in image_set.skipped],
     }
@@ -144,11 +146,11 @@ def save_explorer(explorer, path, overwrite: bool = False, include_images: bool 
             np.save(tmp / "map.npy", np.asarray(xy, dtype=np.float32), allow_pickle=False)
         _save_replay(explorer.replay, tmp)
         if len(explorer.tag_store):
-            from tsimcne_widgets.curation.export import write_table
+            from tsimcne_widgets.io.tables import write_table
 
             # Read back by TagStore.load: the tag names must stay exact, so no
             # spreadsheet quoting of names such as "=x" or "-1".
-            write_table(explorer.tag_store.to_frame(include_empty=True), tmp / "tags.csv",
+            write_table(state.tag_store.to_frame(include_empty=True), tmp / "tags.csv",
                         format="csv", overwrite=True, spreadsheet_safe=False)
         np.save(tmp / "selection.npy", np.asarray(explorer.selection, dtype=np.int64))
         trainer = training.trainer
@@ -236,31 +238,31 @@ def load_explorer(cls, path, **kwargs):
 
 
 def _restore_state(explorer, folder: Path, manifest: dict) -> None:
-    from tsimcne_widgets.curation.selection import TagStore
+    from tsimcne_widgets.curation.tags import TagStore
 
     if (folder / "replay.npy").is_file():
         frames = np.load(folder / "replay.npy", allow_pickle=False)
         infos = json.loads((folder / "replay_infos.json").read_text())
         for frame, info in zip(frames, infos):
             explorer.replay.append(frame, info)
+    xy = selection = tags = None
     if (folder / "map.npy").is_file():
-        explorer._map = np.load(folder / "map.npy", allow_pickle=False).astype(np.float32)
-        explorer._provisional = bool(manifest.get("provisional", False))
-        explorer._display_map(explorer._map, explorer._provisional)
-        explorer._sync_replay_slider()
+        xy = np.load(folder / "map.npy", allow_pickle=False)
     if (folder / "tags.csv").is_file():
-        loaded = TagStore.load(folder / "tags.csv", explorer.n)
-        for name in loaded.names:
-            explorer.tag_store.add(name, loaded.indices(name))
+        tags = TagStore.load(folder / "tags.csv", explorer.n)
     if (folder / "selection.npy").is_file():
-        explorer.select(np.load(folder / "selection.npy", allow_pickle=False))
+        selection = np.load(folder / "selection.npy", allow_pickle=False)
+    state = explorer.model
     color = manifest.get("color_by")
-    if color in explorer._color_options():
-        explorer.color_by(color)
+    state.restore(map=xy, provisional=bool(manifest.get("provisional", False)),
+                  # A metadata column the session no longer has: keep the default colouring.
+                  color_column=color if color in state.color_options else None,
+                  selection=selection, selection_mode=manifest.get("selection_mode"),
+                  tags=tags)
     training = explorer.training
     if manifest.get("checkpoint"):
         training.checkpoint = str(folder / manifest["checkpoint"])
     training.restored_state = manifest.get("training_state") or None
     if training.restored_state == "idle":
         training.restored_state = None
-    explorer._update_training_ui(None)
+    explorer.refresh()
