@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
@@ -46,3 +48,13 @@ def test_scripts_are_package_data():
 def test_an_unknown_script_names_the_known_ones():
     with pytest.raises(FileNotFoundError, match="follow.js"):
         load_js("no_such_script.js")
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+@pytest.mark.parametrize("script", sorted(p.name for p in JS_DIR.glob("*.js")))
+def test_every_script_parses_as_a_callback_body(script, tmp_path):
+    # CustomJS runs a file as a function body; `node --check` parses without running it.
+    wrapped = tmp_path / "wrapped.js"
+    wrapped.write_text("function callback() {\n" + load_js(script) + "\n}\n")
+    result = subprocess.run(["node", "--check", str(wrapped)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -273,7 +273,8 @@ def _run_story(lab, session, page, lab_root, timings):
                 raise
             page.mouse.move(1, 1)
     source = card_image.get_attribute("src") or ""
-    assert source.startswith("data:image/png;base64,"), source[:60]
+    # The browser draws cards from its sprite sheets (blob: URLs); the kernel path from PNGs.
+    assert source.startswith(("blob:", "data:image/png;base64,")), source[:60]
     natural = card_image.evaluate("(img) => [img.naturalWidth, img.naturalHeight]")
     assert min(natural) >= 8, f"the hover thumbnail is {natural} pixels"
     lab.screenshot("quickstart-hover")

@@ -34,6 +34,8 @@ from bokeh.plotting import figure
 from tsimcne_widgets.js import load_js
 from tsimcne_widgets.render.raster import Rasterizer, data_range
 
+from .client import MapClient
+
 __all__ = ["MapCanvas", "categorize", "fit_ranges", "PROVISIONAL_TEXT", "MISSING_CATEGORY"]
 
 PROVISIONAL_TEXT = "provisional view (PCA of 128-D output)"
@@ -98,18 +100,12 @@ def categorize(values, max_categories: int = MAX_CATEGORIES, numeric_bins: int =
     if len(counts) > max_categories:
         keep = set(counts.index[: max_categories - 1])
         names = names.where(names.isin(keep), OTHER_CATEGORY)
-    categories = sorted(set(names), key=_natural_key)
+    from tsimcne_widgets.render.palette import natural_key
+
+    last = (MISSING_CATEGORY, OTHER_CATEGORY)
+    categories = sorted(set(names), key=lambda name: natural_key(name, last=last))
     lookup = {name: k for k, name in enumerate(categories)}
     return categories, names.map(lookup).to_numpy(dtype=np.int32)
-
-
-def _natural_key(text: str):
-    import re
-
-    special = text in (MISSING_CATEGORY, OTHER_CATEGORY)
-    parts = [(0, int(p), "") if p.isdigit() else (1, 0, p.lower())
-             for p in re.split(r"(\d+)", text) if p]
-    return (special, parts)
 
 
 def fit_ranges(xy, width: int, height: int, pad: float = 0.05):
@@ -153,6 +149,12 @@ class MapCanvas:
     on_error : callable or None
         ``on_error(exception)`` when a handler raises; browser events must
         never take the kernel-side widget down.
+    on_selection : callable or None
+        ``on_selection(indices, polygon, action)`` when the browser changed the
+        selection itself (maps up to ``client.max_points``; see
+        :class:`~tsimcne_widgets.widget.client.MapClient`).
+    client : MapClient
+        The browser-side hover and selection.
     """
 
     def __init__(self, width: int = 640, height: int = 520, hover_radius: float = 6.0) -> None:
@@ -168,6 +170,7 @@ class MapCanvas:
         self.on_hover: Callable[[float, float, float | None, float | None], object] | None = None
         self.on_leave: Callable[[], object] | None = None
         self.on_error: Callable[[BaseException], object] | None = None
+        self.on_selection: Callable[[np.ndarray, np.ndarray | None, str], object] | None = None
         self.min_hover_interval = 0.03
         self._last_hover_time = float("-inf")
         self._drag_started: float | None = None
@@ -225,6 +228,10 @@ class MapCanvas:
         fig.on_event(events.PanStart, self._guard(lambda event: self._drag(True)))
         fig.on_event(events.PanEnd, self._guard(lambda event: self._drag(False)))
         self.figure = fig
+        self.client = MapClient(fig, self.card, self.width, self.height, self.hover_radius,
+                                _MIN_BORDER, _CARD_STYLE, guard=self._guard)
+        self.client.on_view = self.set_view
+        self.client.on_selection = lambda *args: self.on_selection and self.on_selection(*args)
 
     def _guard(self, handler):
         def guarded(event):
@@ -253,6 +260,7 @@ class MapCanvas:
             raise ValueError(f"the map must be an (N, 2) array, got shape {xy.shape}")
         self.xy = xy
         self._index = None
+        self.client.set_points(xy)
         if self.follow:
             self._fit()
         self.redraw()
@@ -271,7 +279,13 @@ class MapCanvas:
         """Highlight these points (indices); empty or None highlights none."""
         indices = None if indices is None else np.asarray(indices, dtype=np.int64)
         self.selected = indices if indices is not None and indices.size else None
+        self.client.push_selection(indices)
         self.redraw()
+
+    def set_point_info(self, images, labels=None, metadata=None, thumb_size: int = 160) -> None:
+        """Thumbnails, labels and metadata for hover cards drawn in the browser."""
+        self.client.set_point_info(images, labels, metadata, thumb_size)
+        self.client.set_points(self.xy)
 
     def set_status(self, text: str | None) -> None:
         """Show ``text`` in the top-left corner of the map (None or "" hides it)."""

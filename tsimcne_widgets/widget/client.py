@@ -1,0 +1,319 @@
+"""The map's browser-side half: coordinates, thumbnails and selection held by BokehJS.
+
+While a map has at most :data:`CLIENT_MAX_POINTS` points, the browser answers hover,
+lasso, box, click and the gestures itself (``tsimcne_widgets/js/lib_map.js``), without a
+kernel round trip per mouse move.  This module gives it what it needs and listens:
+
+* the coordinates, as float32 arrays that Bokeh sends as binary buffers, once per map;
+* thumbnail sprite sheets (PNG for small images, WebP for larger ones), one page of
+  :data:`PAGE_SIZE` images at a time, encoded when the browser first asks for a page;
+* the kernel's selection with the number of the last browser message it reflects, so
+  the browser ignores a state it has already moved past.
+
+The browser tells the kernel its selection (and undo, view changes and page requests)
+through one ColumnDataSource, whose change ``jupyter_bokeh`` sends when the kernel is
+free.  Larger maps keep the kernel path of :class:`~tsimcne_widgets.widget.canvas.MapCanvas`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Callable
+
+import numpy as np
+from bokeh.models import ColumnDataSource, CustomJS, Div
+
+from tsimcne_widgets.js import load_js
+
+__all__ = ["MapClient", "CLIENT_MAX_POINTS", "PAGE_SIZE", "HELP"]
+
+# Above this many points the kernel answers hover and selection (see benchmarks/browser.py).
+CLIENT_MAX_POINTS = 200_000
+PAGE_SIZE = 64
+_COLUMNS = 8
+_MAX_CELL = 96
+# Small images are shown enlarged with sharp pixels: lossy sheets would blur them.
+_LOSSLESS_CELL = 32
+_META_LINES = 8
+HELP = ("drag: lasso · shift+drag add · alt+drag subtract · click: pick · "
+        "double-click: zoom to selection · Esc clear · Ctrl/⌘+Z undo")
+# Events the kernel handles only when it answers hover and selection itself.
+KERNEL_PATH_EVENTS = {"mousemove", "mouseleave", "selectiongeometry", "panstart", "panend"}
+
+
+class MapClient:
+    """Browser-side hover and selection of one :class:`MapCanvas` figure.
+
+    Parameters
+    ----------
+    figure : bokeh.plotting.figure
+        The map's figure; the client adds a highlight layer, an info line and callbacks.
+    card : bokeh.models.Div
+        The hover card (shared with the kernel path).
+    width, height : int
+        Frame size in screen pixels.
+    hover_radius : float
+        Pointer distance, in screen pixels, within which a point is hovered.
+    border : int
+        The frame's offset inside the figure, for placing the card.
+    card_style : dict
+        CSS of the card.
+    guard : callable
+        ``guard(handler)`` wraps the handler of browser messages so that its errors
+        are reported in the widget, not raised (``MapCanvas._guard``).
+    max_points : int
+        Largest map answered in the browser.
+
+    Attributes
+    ----------
+    on_selection : callable or None
+        ``on_selection(indices, polygon, action)`` when the browser changed the
+        selection: ``action`` is ``"select"`` (``polygon`` an (M, 2) array for a lasso or
+        box, else None) or ``"undo"`` (``indices`` is the state the browser went back to).
+    on_view : callable or None
+        ``on_view(x_range, y_range)`` when the browser moved the view (double-click).
+    """
+
+    def __init__(self, figure, card: Div, width: int, height: int, hover_radius: float,
+                 border: int, card_style: dict, guard: Callable[[Callable], Callable],
+                 max_points: int = CLIENT_MAX_POINTS) -> None:
+        self.figure = figure
+        self.max_points = int(max_points)
+        self.images: np.ndarray | None = None
+        self.labels = None
+        self.metadata = None
+        self.thumb_size = 160
+        self.on_selection: Callable | None = None
+        self.on_view: Callable | None = None
+        self.ack = 0
+        self.n_points = 0
+        # Kernel-path events the canvas subscribed to before making the client.
+        self._kernel_events = set(figure.subscribed_events) & KERNEL_PATH_EVENTS
+        self._pages_sent: set[int] = set()
+        self._last_message: tuple | None = None
+        empty = np.zeros(0, dtype=np.float32)
+        # Only the channel is synced back: the browser rewrites the others on every
+        # gesture, and the kernel must not receive its own coordinates again.
+        self.points = ColumnDataSource({"x": empty, "y": empty}, syncable=False)
+        self.highlight = ColumnDataSource({"x": empty, "y": empty}, syncable=False)
+        self.atlas = ColumnDataSource({"page": [], "sheet": [], "info": []}, syncable=False)
+        self.sync = ColumnDataSource({"indices": [np.zeros(0, dtype=np.int32)], "ack": [0]},
+                                     syncable=False)
+        self.channel = ColumnDataSource({"seq": [], "action": [], "indices": [], "px": [],
+                                         "py": []})
+        card.syncable = False
+        self.info = Div(text="", visible=False, syncable=False, styles={
+            "position": "absolute", "left": f"{border + 4}px",
+            "top": f"{border + height - 20}px", "font": "11px sans-serif",
+            "background": "rgba(255,255,255,0.8)", "padding": "1px 4px",
+            "pointer-events": "none", "white-space": "nowrap"})
+        self.info.css_classes = ["tsw-map-info"]
+        figure.elements = list(figure.elements) + [self.info]
+        figure.scatter("x", "y", source=self.highlight, size=5, fill_alpha=0,
+                       line_color="#111", line_alpha=0.85, line_width=1)
+        self.params = {"width": int(width), "height": int(height), "radius": float(hover_radius),
+                       "thumb": self.thumb_size, "page_size": PAGE_SIZE, "cols": _COLUMNS,
+                       "border": int(border), "card_style": dict(card_style),
+                       "meta_lines": 0, "help": HELP}
+        self._callbacks: list[CustomJS] = []
+        args = {"points": self.points, "highlight": self.highlight, "atlas": self.atlas,
+                "channel": self.channel, "sync": self.sync, "card": card, "info": self.info,
+                "x_range": figure.x_range, "y_range": figure.y_range}
+        library = load_js("lib_map.js")
+
+        def callback(kind: str) -> CustomJS:
+            made = CustomJS(args=dict(args, params=self.params),
+                            code=f"{library}\nonMapEvent({kind!r}, cb_obj);")
+            self._callbacks.append(made)
+            return made
+
+        for event, kind in (("mousemove", "move"), ("mouseenter", "move"),
+                            ("mouseleave", "leave"), ("panstart", "panstart"),
+                            ("panend", "panend"), ("selectiongeometry", "geometry"),
+                            ("tap", "tap"), ("doubletap", "doubletap")):
+            figure.js_on_event(event, callback(kind))
+        self.points.js_on_change("data", callback("points"))
+        self.sync.js_on_change("data", callback("sync"))
+        self.atlas.js_on_change("streaming", callback("atlas"))
+        self.atlas.js_on_change("data", callback("atlas"))
+        for axis in (figure.x_range, figure.y_range):
+            axis.js_on_change("end", callback("range"))
+        handle = guard(self._message)
+        self.channel.on_change("data", lambda attr, old, new: handle(new))
+
+    # -- kernel side -------------------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        """bool : Whether the browser answers hover and selection for the current map."""
+        return self.images is not None and 0 < self.n_points <= self.max_points
+
+    def set_point_info(self, images: np.ndarray, labels=None, metadata=None,
+                       thumb_size: int = 160) -> None:
+        """What the browser shows on a hover card: thumbnails, labels, metadata.
+
+        Parameters
+        ----------
+        images : numpy.ndarray of uint8, shape (N, H, W, 3)
+        labels : array_like of length N, optional
+        metadata : pandas.DataFrame with N rows, optional
+            The first 8 columns are shown.
+        thumb_size : int
+            Displayed image size in CSS pixels.
+        """
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+        self.images, self.labels, self.metadata = images, labels, metadata
+        self.thumb_size = int(thumb_size)
+        meta_lines = 0 if metadata is None else min(len(metadata.columns), _META_LINES)
+        self._set_params(thumb=self.thumb_size, meta_lines=meta_lines)
+        self._pages_sent.clear()
+        self.atlas.data = {"page": [], "sheet": [], "info": []}
+
+    def _set_params(self, **changes) -> None:
+        self.params.update(changes)
+        for made in self._callbacks:
+            made.args = dict(made.args, params=dict(self.params))
+
+    def set_points(self, xy: np.ndarray | None) -> None:
+        """Send a new map's coordinates to the browser (nothing above the threshold)."""
+        n = 0 if xy is None else len(xy)
+        was_active, self.n_points = self.active, n
+        if self.active:
+            xy = np.asarray(xy, dtype=np.float32)
+            self.points.data = {"x": np.ascontiguousarray(xy[:, 0]),
+                                "y": np.ascontiguousarray(xy[:, 1])}
+        elif was_active or len(self.points.data["x"]):
+            empty = np.zeros(0, dtype=np.float32)
+            self.points.data = {"x": empty, "y": empty}
+        self._show_mode()
+
+    def _show_mode(self) -> None:
+        subscribed = set(self.figure.subscribed_events)
+        if self.active:
+            self.figure.subscribed_events = subscribed - KERNEL_PATH_EVENTS
+        else:
+            self.figure.subscribed_events = subscribed | self._kernel_events
+        if self.images is None or self.n_points == 0:
+            self.info.visible = False
+            return
+        if self.active:
+            count = len(self.sync.data["indices"][0])
+            text = (f'<span class="tsw-map-count">{count:,} selected</span> '
+                    f'<span style="color:#777">· {HELP}</span>')
+        else:
+            text = (f"{self.n_points:,} points: hover and selection are answered by the kernel "
+                    f"(in the browser up to {self.max_points:,})")
+        self.info.update(text=text, visible=True)
+
+    def push_selection(self, indices) -> None:
+        """Tell the browser the kernel's selection (after every change, from any side)."""
+        indices = np.asarray(indices if indices is not None else [], dtype=np.int32)
+        self.sync.data = {"indices": [indices], "ack": [self.ack]}
+
+    # -- browser messages ---------------------------------------------------------------
+    def _message(self, data: dict) -> None:
+        if not data.get("seq"):
+            return
+        seq, action = int(data["seq"][0]), str(data["action"][0])
+        indices = np.asarray(data["indices"][0], dtype=np.int64)
+        # jupyter_bokeh runs on_change callbacks twice per browser change (once through
+        # Bokeh's trigger, once itself); an undo must still happen once.
+        key = (seq, action, indices.size)
+        if key == self._last_message:
+            return
+        self._last_message = key
+        px = np.asarray(data["px"][0], dtype=np.float64)
+        py = np.asarray(data["py"][0], dtype=np.float64)
+        if action == "pages":
+            self.send_pages(indices)
+            return
+        self.ack = max(self.ack, seq)
+        if action == "view":
+            if self.on_view is not None and px.size == 2 and py.size == 2:
+                self.on_view(tuple(px), tuple(py))
+            return
+        if action not in ("select", "undo"):
+            raise ValueError(f"unknown message from the map's browser code: {action!r}")
+        if indices.size and (indices.min() < 0 or indices.max() >= max(self.n_points, 1)):
+            raise ValueError("the browser selected points the map does not have; "
+                             "re-run the cell that shows the explorer")
+        polygon = np.column_stack([px, py]) if px.size >= 3 and px.size == py.size else None
+        if self.on_selection is not None:
+            self.on_selection(indices, polygon, action)
+        # The kernel may leave the selection as it was (a repeated state): the browser
+        # still needs to hear that its message was handled.
+        if int(self.sync.data["ack"][0]) != self.ack:
+            self.push_selection(self.sync.data["indices"][0])
+
+    def send_pages(self, pages) -> None:
+        """Stream the sprite sheets of these pages to the browser (each page once)."""
+        if self.images is None:
+            return
+        n_pages = -(-len(self.images) // PAGE_SIZE)
+        fresh = sorted({int(p) for p in pages if 0 <= int(p) < n_pages} - self._pages_sent)
+        if not fresh:
+            return
+        rows = {"page": [], "sheet": [], "info": []}
+        for page in fresh:
+            sheet, info = self.encode_page(page)
+            rows["page"].append(page)
+            rows["sheet"].append(sheet)
+            rows["info"].append(json.dumps(info))
+            self._pages_sent.add(page)
+        self.atlas.stream(rows)
+
+    def encode_page(self, page: int) -> tuple[str, dict]:
+        """Sprite sheet (data URI) and texts of images ``page * PAGE_SIZE ...``.
+
+        Returns
+        -------
+        sheet : str
+            ``data:image/png`` (cells up to 32 px, exact pixels) or ``data:image/webp``.
+        info : dict
+            ``cell`` (cell size in px), ``w``, ``h`` (sheet size), ``labels`` and
+            ``meta`` (per image, a list of [key, value] text pairs).
+        """
+        from PIL import Image
+
+        first = int(page) * PAGE_SIZE
+        chunk = self.images[first:first + PAGE_SIZE]
+        cell = int(min(max(self.images.shape[1:3]), _MAX_CELL))
+        rows_used = -(-len(chunk) // _COLUMNS)
+        sheet = Image.new("RGB", (_COLUMNS * cell, rows_used * cell), (238, 238, 238))
+        for k, array in enumerate(chunk):
+            image = Image.fromarray(np.ascontiguousarray(array))
+            if max(image.size) > cell:
+                image.thumbnail((cell, cell), Image.Resampling.LANCZOS)
+            sheet.paste(image, ((k % _COLUMNS) * cell, (k // _COLUMNS) * cell))
+        buffer = io.BytesIO()
+        if cell <= _LOSSLESS_CELL:
+            sheet.save(buffer, format="PNG", compress_level=1)
+            kind = "png"
+        else:
+            sheet.save(buffer, format="WEBP", quality=82)
+            kind = "webp"
+        uri = f"data:image/{kind};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+        span = range(first, first + len(chunk))
+        labels = None if self.labels is None else [_text(self.labels[i]) for i in span]
+        meta = [[] for _ in span]
+        if self.metadata is not None and len(self.metadata.columns):
+            columns = list(self.metadata.columns)[:_META_LINES]
+            block = self.metadata.iloc[first:first + len(chunk)][columns]
+            meta = [[[str(key), _text(value)] for key, value in zip(columns, row)]
+                    for row in block.itertuples(index=False, name=None)]
+        return uri, {"cell": cell, "w": sheet.width, "h": sheet.height,
+                     "labels": labels, "meta": meta}
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    try:
+        if value != value:  # NaN
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(value)
