@@ -144,6 +144,8 @@ class ExplorerState(traitlets.HasTraits):
     >>> state.selection = [1, 3]          # the same selection: no notification
     >>> seen
     [[1, 3]]
+    >>> state
+    ExplorerState(n=5, map=none, selected=2, color_column='label', tags=[])
     """
 
     #: (N, 2) float32 map on show (read-only array), None before any map.
@@ -175,6 +177,11 @@ class ExplorerState(traitlets.HasTraits):
         # model, so the two never bounce.
         self.selection_model.observe(self._follow_selection_model)
         self.tag_store.observe(self._count_tag_change)
+
+    def __repr__(self) -> str:
+        shown = "none" if self.map is None else ("provisional" if self.provisional else "yes")
+        return (f"ExplorerState(n={self.n}, map={shown}, selected={len(self.selection)}, "
+                f"color_column={self.color_column!r}, tags={list(self.tag_store.names)})")
 
     # ------------------------------------------------------------------ validation
     @traitlets.validate("selection")
