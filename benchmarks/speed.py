@@ -5,7 +5,7 @@ stage-1 output) on the same uint8 images with the same batch, on the same device
 The reference runs in a subprocess with its own venv (``benchmarks/setup_reference.sh``)
 and is timed by wrapping ``PLtSimCNE.training_step``: the interval between the starts
 of consecutive steps covers its whole step (data loading in DataLoader workers,
-forward, backward, clipping, optimiser).  Ours is timed with ``budget.time_training_steps``
+forward, backward, clipping, optimiser).  Ours is timed with ``planner.time_training_steps``
 (augmentation on the device, forward, backward, clipping, optimiser).  Both skip
 warm-up steps, synchronise the device around every timed step and report the median
 step, which resists the spikes of a shared machine.
@@ -221,9 +221,9 @@ def training_flops_per_image(images, args) -> float:
     plan = StagePlan.from_total_epochs((1,), batch * 2, batch)
     trainer = Trainer(images[:batch * 2], plan, backbone=f"resnet18-w{args.width}",
                       device="cpu", random_state=0)
-    trainer._enter_stage()
+    trainer.enter_stage()
     with FlopCounterMode(display=False) as counter:
-        trainer._train_step(trainer.images[torch.arange(batch)])
+        trainer.train_step(trainer.images[torch.arange(batch)])
     return counter.get_total_flops() / batch
 
 
