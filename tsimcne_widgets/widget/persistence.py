@@ -25,7 +25,6 @@ import errno
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +102,7 @@ def save_explorer(explorer, path, overwrite: bool = False, include_images: bool 
     -------
     pathlib.Path
     """
-    from tsimcne_widgets.curation.export import check_parent_folder
+    from tsimcne_widgets.io.atomic import check_parent_folder, swap_in_folder, temporary_sibling
 
     folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
@@ -131,7 +130,7 @@ def save_explorer(explorer, path, overwrite: bool = False, include_images: bool 
         "augmentation": _augmentation_json(image_set.augmentation),
         "skipped": [[path, reason] for path, reason in image_set.skipped],
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    tmp = temporary_sibling(folder, "save to")
     try:
         if include_images:
             np.save(tmp / "images.npy", np.asarray(image_set.images), allow_pickle=False)
@@ -161,13 +160,7 @@ def save_explorer(explorer, path, overwrite: bool = False, include_images: bool 
             shutil.copyfile(training.checkpoint, tmp / "checkpoint.pt")
             manifest["checkpoint"] = "checkpoint.pt"
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1))
-        if folder.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
-            os.replace(folder, backup / "old")
-            os.replace(tmp, folder)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
+        swap_in_folder(tmp, folder, overwrite=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
