@@ -228,6 +228,7 @@ def _run_story(lab, session, page, lab_root, timings):
     assert timings["start cell"] < 5, f"start() blocked the cell for {timings['start cell']:.1f} s"
     page.mouse.move(1, 1)  # keep the pointer (and its hover card) off the map
     shots = [before_training]
+    responsive = None
     deadline = time.monotonic() + 120 * TIMEOUT_SCALE
     while len(shots) < 3 and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -242,6 +243,11 @@ def _run_story(lab, session, page, lab_root, timings):
             continue
         shots.append(settled)
         _save(settled, lab.artifacts_dir / f"quickstart-map-{len(shots) - 1}.png")
+        if len(shots) == 2 and responsive is None:
+            # Right after the first live map, while training surely runs (on a loaded
+            # machine a quick run can end before a third map has been seen).
+            responsive = lab.type_and_run_new_cell(
+                "print('responsive', explorer.state, len(explorer.embedding))", "responsive")
     state = session.kernel("explorer.state")
     assert len(shots) >= 3, (
         f"the map changed {len(shots) - 1} time(s) in {120 * TIMEOUT_SCALE:.0f} s of training "
@@ -250,8 +256,8 @@ def _run_story(lab, session, page, lab_root, timings):
     timings["two map updates"] = time.monotonic() - t
 
     # -- the notebook answers while training runs ----------------------------------------------
-    seconds, text = lab.type_and_run_new_cell(
-        "print('responsive', explorer.state, len(explorer.embedding))", "responsive")
+    assert responsive is not None, "no live map was seen, so the kernel was never asked"
+    seconds, text = responsive
     assert "running" in text, f"training was not running during the responsiveness check: {text}"
     assert seconds < RESPONSIVE_CELL_LIMIT_S, (
         f"a cell took {seconds:.2f} s to answer while training runs")
