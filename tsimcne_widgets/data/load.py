@@ -31,7 +31,7 @@ from .imageset import UNLABELLED, ImageSet, label_array, to_numpy
 # the 0.1 spelling.
 __all__ = [
     "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_SIDE", "IMAGE_EXTENSIONS", "MIN_SIDE",
-    "UNLABELLED", "ImageSet", "MissingFilesError", "load_images",
+    "UNLABELLED", "ImageSet", "MissingFilesError", "folder_images", "load_images",
 ]
 
 _CHANNEL_SIZES = (1, 3, 4)
@@ -300,8 +300,17 @@ def _set_from_files(paths: list[str], labels: Any, metadata: pd.DataFrame | None
     )
 
 
-def _from_folder(root: Path, labels: Any, size: tuple[int, int] | None,
-                 max_pixels: int | None) -> ImageSet:
+def folder_images(root: str | os.PathLike, labels: Any = None) -> tuple[list[str], Any]:
+    """The image files under ``root`` and their labels.
+
+    Without ``labels``, a nested folder's first-level sub-folders name the labels (files at
+    the top get :data:`UNLABELLED`); a flat folder has none.
+
+    Raises
+    ------
+    ValueError
+        When the folder holds no image file; the message lists the supported extensions.
+    """
     root = Path(os.path.abspath(root))
     paths = discover(root)
     if not paths:
@@ -311,6 +320,12 @@ def _from_folder(root: Path, labels: Any, size: tuple[int, int] | None,
         parts = [Path(p).relative_to(root).parts for p in paths]
         if any(len(x) > 1 for x in parts):
             labels = [x[0] if len(x) > 1 else UNLABELLED for x in parts]
+    return paths, labels
+
+
+def _from_folder(root: Path, labels: Any, size: tuple[int, int] | None,
+                 max_pixels: int | None) -> ImageSet:
+    paths, labels = folder_images(root, labels)
     return _set_from_files(paths, labels, None, size, max_pixels)
 
 

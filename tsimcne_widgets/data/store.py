@@ -42,10 +42,10 @@ import numpy as np
 import pandas as pd
 
 from .files import (
-    DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, IMAGE_EXTENSIONS, MIN_SIDE, common_size, decode, discover,
-    pil_limits, probe, skipped_message,
+    DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, MIN_SIDE, common_size, decode, pil_limits, probe,
+    skipped_message,
 )
-from .load import UNLABELLED, ImageSet, MissingFilesError
+from .load import ImageSet, MissingFilesError, folder_images
 
 __all__ = ["open_store", "default_cache_dir", "is_disk_backed", "remove_store", "store_folder",
            "store_key"]
@@ -209,15 +209,7 @@ def _inputs(data: Any, labels: Any) -> tuple[list[str], Any, pd.DataFrame | None
     if isinstance(data, (str, os.PathLike)):
         path = Path(data).expanduser()
         if path.is_dir():
-            root = Path(os.path.abspath(path))
-            paths = discover(root)
-            if not paths:
-                raise ValueError(f"no images found in {root} (sub-folders included); supported "
-                                 f"extensions are {', '.join(IMAGE_EXTENSIONS)}")
-            if labels is None:
-                parts = [Path(p).relative_to(root).parts for p in paths]
-                if any(len(x) > 1 for x in parts):
-                    labels = [x[0] if len(x) > 1 else UNLABELLED for x in parts]
+            paths, labels = folder_images(path, labels)
             return paths, labels, None
         if not path.exists():
             raise MissingFilesError(f"{path} does not exist; pass a folder of images, a .csv or "
