@@ -130,3 +130,8 @@ def test_point_info_must_be_images():
     canvas = MapCanvas(200, 150)
     with pytest.raises(ValueError, match="uint8"):
         canvas.set_point_info(np.zeros((3, 8, 8), dtype=np.float32))
+
+
+def test_the_kernel_hears_of_a_wheel_zoom_soon_after_it_stops():
+    # RangesUpdate waits for lod_timeout of stillness; the raster can only follow it.
+    assert MapCanvas(200, 150).figure.lod_timeout <= 50

@@ -77,8 +77,12 @@ _JS_WATCH = """
   const host = document.querySelector(hook);
   const check = new Function('host', 'find', test);
   const find = (selector) => window.__tswDeep(host, selector);
+  const id = (window.__tswWatchId = (window.__tswWatchId || 0) + 1);  // a newer watch ends this one
   window.__tswWatch = new Promise((resolve) => {
-    const poll = (now) => { if (check(host, find)) resolve(now); else requestAnimationFrame(poll); };
+    const poll = (now) => {
+      if (id !== window.__tswWatchId) return;
+      if (check(host, find)) resolve(now); else requestAnimationFrame(poll);
+    };
     requestAnimationFrame(poll);
   });
   window.__tswEvents = [];

@@ -196,6 +196,10 @@ class MapCanvas:
             active_scroll=wheel,
             output_backend="canvas",
             min_border=_MIN_BORDER,
+            # BokehJS tells the kernel the new view (RangesUpdate) only when an
+            # interaction has been still for lod_timeout (500 ms by default): the wheel's
+            # re-rendered raster came ~0.7 s after the notch (benchmarks/browser.py).
+            lod_timeout=40,
         )
         fig.xaxis.visible = False
         fig.yaxis.visible = False
