@@ -95,8 +95,11 @@ def _saturated(image: np.ndarray) -> np.ndarray:
 
 
 
-def drag_loop(page, centre, radius: float, squash: float = 1.0) -> np.ndarray:
-    """Drag the mouse around a 10-cornered loop; return the path drawn (page px)."""
+def drag_loop(page, centre, radius: float, squash: float = 1.0, before_release=None) -> np.ndarray:
+    """Drag the mouse around a 10-cornered loop; return the path drawn (page px).
+
+    ``before_release`` is called with the button still down (e.g. to measure the page).
+    """
     angles = np.linspace(0, 2 * np.pi, 10, endpoint=False)
     corners = centre + radius * np.c_[np.cos(angles), np.sin(angles)] * [1.0, squash]
     drawn = [corners[0]]
@@ -108,6 +111,8 @@ def drag_loop(page, centre, radius: float, squash: float = 1.0) -> np.ndarray:
         for point in steps:
             page.mouse.move(float(point[0]), float(point[1]))
         drawn.extend(steps)
+    if before_release is not None:
+        before_release()
     page.mouse.up()
     return np.array(drawn)
 
@@ -308,9 +313,14 @@ def _run_story(lab, session, page, lab_root, timings):
     radius = int(min(frame["width"], frame["height"]) / 7)
     row, col = _densest_pixel(_saturated(image), window=radius, margin=radius + 12)
     centre = np.array([frame["x"] + col, frame["y"] + row], dtype=float)
-    drawn_path = drag_loop(page, centre, radius, squash=0.8)
+    # The frame is measured with the button still down: once the lasso is released, the
+    # selection reaches the kernel and the gallery below the map grows, which may scroll
+    # the page, after the drawing is complete.
+    during = {}
+    drawn_path = drag_loop(page, centre, radius, squash=0.8,
+                           before_release=lambda: during.update(session.frame()))
     corners = drawn_path[::4][:-1]  # every side ends on a corner; the last one closes the loop
-    moved = {k: session.frame()[k] - frame[k] for k in ("x", "y")}
+    moved = {k: during[k] - frame[k] for k in ("x", "y")}
     assert max(map(abs, moved.values())) < 0.5, f"the map moved by {moved} during the lasso"
 
     count_locator = page.locator(SELECTION_COUNT_HOOK).first
