@@ -1,6 +1,7 @@
 """Shared fixtures: small real image files written with PIL, and a seeded RNG."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -46,3 +47,17 @@ def image_folder(tmp_path: Path) -> Path:
             suffix = ".png" if i % 2 == 0 else ".jpg"
             write_image(root / label / f"{i:02d}{suffix}", seed=10 * k + i)
     return root
+
+
+@pytest.fixture
+def one_core():
+    """Train on one core: on a shared, busy machine two OpenMP threads thrash."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)

@@ -45,18 +45,11 @@ TRAINING_THREADS = ("tsimcne-explorer-training", "tsimcne-trainer")
 
 
 @pytest.fixture(autouse=True)
-def one_core():
-    """Train on one core: on a shared, busy machine two OpenMP threads thrash."""
+def one_core_and_threads(one_core):
+    """One core (conftest's ``one_core``); training here may also change torch's thread
+    count, which the next test must not inherit."""
     threads = torch.get_num_threads()
-    if not hasattr(os, "sched_setaffinity"):
-        yield
-    else:
-        before = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, {min(before)})
-        try:
-            yield
-        finally:
-            os.sched_setaffinity(0, before)
+    yield
     torch.set_num_threads(threads)
 
 

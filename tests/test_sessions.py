@@ -28,18 +28,7 @@ N = 96
 TINY = dict(batch_size=32, backbone="resnet10", backbone_width=8, device="cpu", random_state=0)
 
 
-@pytest.fixture(autouse=True)
-def one_core():
-    """Train on one core: on a shared, busy machine two OpenMP threads thrash."""
-    if not hasattr(os, "sched_setaffinity"):
-        yield
-        return
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(before)})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
+pytestmark = pytest.mark.usefixtures("one_core")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ Training uses a real, tiny t-SimCNE (ResNet-10 of width 8 on 8×8 images).
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from pathlib import Path
@@ -22,18 +21,7 @@ N = 96
 TINY = dict(batch_size=32, backbone="resnet10", backbone_width=8, device="cpu", random_state=0)
 
 
-@pytest.fixture(autouse=True)
-def one_core():
-    """Train on one core: on a shared, busy machine two OpenMP threads thrash."""
-    if not hasattr(os, "sched_setaffinity"):
-        yield
-        return
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(before)})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
+pytestmark = pytest.mark.usefixtures("one_core")
 
 
 @pytest.fixture(scope="module")
