@@ -186,8 +186,12 @@ class MapCanvas:
         fig = figure(
             frame_width=self.width,
             frame_height=self.height,
-            x_range=Range1d(*self.x_range),
-            y_range=Range1d(*self.y_range),
+            # The browser's own view changes need not travel back: the kernel learns the
+            # view from RangesUpdate.  Synced, every wheel notch or pan frame sent two
+            # range messages first, and jupyter_bokeh's combine_events sends one message
+            # per kernel idle cycle, so RangesUpdate (and the new raster) came ~0.2 s late.
+            x_range=Range1d(*self.x_range, syncable=False),
+            y_range=Range1d(*self.y_range, syncable=False),
             tools=[PanTool(), wheel, self.lasso_tool, self.box_tool, ResetTool()],
             # On the right every tool stays visible; above, Bokeh folds some of
             # them (reset among them) into an overflow menu.
