@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -128,3 +129,58 @@ def test_training_from_the_store_equals_training_in_memory(folder, tmp_path):
         maps.append(estimator.fit_transform(images))
         assert isinstance(estimator.trainer_.images, DiskImages) == (images is stored)
     np.testing.assert_array_equal(maps[0], maps[1])
+
+
+def _card_images(html: str) -> list[np.ndarray]:
+    """The pixels of every data:image/png URI in ``html``."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    return [np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
+            for b64 in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)]
+
+
+def _enlarged(image: np.ndarray, box: int) -> np.ndarray:
+    factor = box // max(image.shape[:2])
+    return np.repeat(np.repeat(image, factor, 0), factor, 1)
+
+
+def test_hover_cards_and_gallery_come_from_the_store_when_the_originals_are_gone(
+        folder, tmp_path):
+    from tsimcne_widgets.widget.explorer import Explorer
+
+    cache = tmp_path / "cache"
+    stored = _open(folder, cache)  # real JPEGs of 20x24 px, stored at 16x16
+    with_originals = Explorer(stored)
+    # While the originals exist the card is decoded from the file: finer than the store.
+    card = _card_images(with_originals.hover_card(3))[0]
+    assert card.shape[:2] != (160, 160)
+
+    shutil.move(folder, tmp_path / "moved-away")
+    explorer = Explorer(stored)
+    with pytest.warns(UserWarning, match="original files are gone .*16x16 px"):
+        card = _card_images(explorer.hover_card(3))[0]
+    np.testing.assert_array_equal(card, _enlarged(np.asarray(stored.images[3]), 160))
+    assert "stored 16x16 px images" in explorer.thumbnails.note
+    explorer.selection = [0, 5, 7]
+    shown = _card_images(explorer.gallery.style.value)
+    assert len(shown) == 3
+    for index, image in zip(explorer.gallery.shown, shown):
+        np.testing.assert_array_equal(image, _enlarged(np.asarray(stored.images[index]),
+                                                       explorer.gallery.size))
+
+    # A later session: the moved folder and the store folder itself open the store.
+    for source in (folder, store_folder(stored)):
+        with pytest.warns(UserWarning, match="original files checked are gone"):
+            again = open_store(source, cache_dir=cache, progress=False)
+        assert store_folder(again) == store_folder(stored) and again.paths == stored.paths
+        assert list(again.labels) == list(stored.labels) and again.skipped == stored.skipped
+        np.testing.assert_array_equal(again.images, stored.images)
+    with pytest.raises(ValueError, match="holds 16x16 px images"):
+        open_store(store_folder(stored), image_size=32, progress=False)
+    # Nothing stored from a missing folder: the error is what it was.
+    with pytest.raises(MissingFilesError, match="does not exist"):
+        open_store(tmp_path / "never-there", cache_dir=cache, progress=False)

@@ -81,9 +81,13 @@ def test_larger_source_file_is_used_and_broken_file_falls_back(tmp_path, tiny_im
     cache = ThumbnailCache(tiny_images, paths)
     from_file = decode(cache.png_bytes(0, size=64))
     assert from_file.shape == (64, 64, 3) and np.array_equal(from_file, detailed)
-    for i in (1, 2, 3):
-        fallback = decode(cache.png_bytes(i, size=64))
-        assert (fallback[::8, ::8] == tiny_images[i]).all()
+    fallback = decode(cache.png_bytes(1, size=64))  # unreadable: the array, no note
+    assert (fallback[::8, ::8] == tiny_images[1]).all() and cache.note is None
+    with pytest.warns(UserWarning, match="original files are gone .*missing.png.*8x8 px"):
+        fallback = decode(cache.png_bytes(2, size=64))
+    assert (fallback[::8, ::8] == tiny_images[2]).all() and "missing.png" in cache.note
+    fallback = decode(cache.png_bytes(3, size=64))
+    assert (fallback[::8, ::8] == tiny_images[3]).all()
 
 
 def test_smaller_source_file_keeps_the_array(tmp_path, tiny_images):

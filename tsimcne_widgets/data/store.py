@@ -16,50 +16,50 @@ cloud object stores and for arrays larger than the disk, neither of which applie
 cache of 3 KB (32 px) to 12 KB (64 px) per image; a compressed chunk would have to be
 decoded whole for every random row.
 
-Ingest decodes on a pool of workers (threads by default: PIL releases the GIL while it
-decodes and resizes, so threads scale without pickling pixels; ``executor="process"``
-is also offered) that write rows straight into the memory map, chunk by chunk.  After
-each chunk a done-bitmap is replaced atomically, so an interrupted ingest resumes with
-the chunks still missing.  Unreadable files are skipped as by
-:func:`~tsimcne_widgets.data.load.load_images` and listed in ``ImageSet.skipped``.
+Ingest (:mod:`tsimcne_widgets.data.ingest`) decodes on all cores, resumes when
+interrupted and skips unreadable files as
+:func:`~tsimcne_widgets.data.load.load_images` does, listing them in ``ImageSet.skipped``.
+
+The store also outlives its originals.  ``files.json`` beside the array lists the source
+files (and their labels), so ``open_store`` of the store folder itself, or of a source
+folder or CSV that was moved or deleted, opens the store without them, with a warning
+that says so.  Hover cards and the gallery then show the stored images: no separate
+thumbnail store is kept, because the map's browser-side hover card is drawn from this
+array in any case (sprite cells of at most 96 px), and a card-size copy (160 px) of a
+million images would be 77 GB.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import mmap
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from tsimcne_widgets.io.atomic import atomic_write_bytes
+
 from .files import (
-    DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, MIN_SIDE, common_size, decode, pil_limits, probe,
-    skipped_message,
+    DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, MIN_SIDE, common_size, pil_limits, probe, skipped_message,
 )
+from .ingest import DEFAULT_CHUNK, FORMAT_VERSION, IMAGES, INFO, ingest
 from .load import ImageSet, MissingFilesError, folder_images
 
 __all__ = ["open_store", "default_cache_dir", "is_disk_backed", "remove_store", "store_folder",
            "store_key"]
 
-#: Bumped whenever the layout of a cache folder changes (old folders are then ignored).
-FORMAT_VERSION = 1
-#: Rows decoded per task; the done-bitmap is saved once per chunk.
-DEFAULT_CHUNK = 512
 # Headers probed to choose a size when none is given: enough to see the common size.
 _PROBE_SAMPLE = 256
-_SCRATCH = "rows.npy"
-_FINAL = "images.npy"
-_DONE = "done.npy"
-_INFO = "store.json"
+# Originals checked for existence when a store opens without them.
+_CHECK_SAMPLE = 256
+_FILES = "files.json"  # every source file and its label, to open the store without them
+_ORIGIN = "origin.json"  # the source folder or CSV and the size: found when it is gone
 
 
 def default_cache_dir() -> Path:
@@ -116,7 +116,10 @@ def open_store(data: Any, labels: Any = None, *, image_size: int | tuple[int, in
     data : str, path-like, list of paths or pandas.DataFrame
         A folder (searched recursively; first-level sub-folders are labels), a ``.csv``
         file or DataFrame with a ``path`` column (``label`` becomes the labels, other
-        columns the metadata), or a list of image files.
+        columns the metadata), or a list of image files.  Also a store folder itself
+        (``store_folder(images)``), or a folder or CSV that no longer exists but was
+        stored before: then the store opens without its originals (with a warning),
+        its labels as first stored, without metadata columns.
     labels : array-like or str, optional
         As for :func:`~tsimcne_widgets.data.load.load_images`.
     image_size : int or (int, int), optional
@@ -157,7 +160,16 @@ def open_store(data: Any, labels: Any = None, *, image_size: int | tuple[int, in
         raise ValueError(f"executor must be 'thread' or 'process', got {executor!r}")
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
-    paths, labels, metadata = _inputs(data, labels)
+    parent = Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser()
+    if _is_store(data):
+        return _reopen(Path(data), labels, image_size)
+    try:
+        paths, labels, metadata = _inputs(data, labels)
+    except MissingFilesError:
+        stored = _store_of_source(data, image_size, parent)
+        if stored is None:
+            raise
+        return _reopen(stored, labels, image_size)
     label_array = None
     if labels is not None:
         if isinstance(labels, (str, bytes)) or not hasattr(labels, "__len__"):
@@ -168,10 +180,11 @@ def open_store(data: Any, labels: Any = None, *, image_size: int | tuple[int, in
         label_array = np.empty(len(paths), dtype=object)
         label_array[:] = list(labels)
     size = _choose_size(paths, image_size, max_pixels)
-    folder = Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser()
-    folder = folder / store_key(paths, size, max_pixels)
-    _ingest(folder, paths, size, max_pixels, executor, workers, int(chunk_size), progress, callback)
-    info = json.loads((folder / _INFO).read_text())
+    folder = parent / store_key(paths, size, max_pixels)
+    ingest(folder, paths, size, max_pixels, executor, workers, int(chunk_size), progress, callback)
+    if not (folder / _ORIGIN).exists():
+        _record_files(folder, data, paths, label_array, size)
+    info = json.loads((folder / INFO).read_text())
     kept = np.asarray(info["kept"], dtype=np.intp)
     skipped = tuple((paths[i], reason) for i, reason in info["skipped"])
     if len(kept) == 0:
@@ -179,7 +192,7 @@ def open_store(data: Any, labels: Any = None, *, image_size: int | tuple[int, in
                          f"{skipped[0][0]}: {skipped[0][1]}")
     if skipped:
         warnings.warn(skipped_message(skipped, len(kept)), UserWarning, stacklevel=2)
-    images = np.load(folder / _FINAL, mmap_mode="r")
+    images = np.load(folder / IMAGES, mmap_mode="r")
     return ImageSet(
         images=images,
         labels=None if label_array is None else label_array[kept],
@@ -187,6 +200,86 @@ def open_store(data: Any, labels: Any = None, *, image_size: int | tuple[int, in
         metadata=None if metadata is None else metadata.iloc[kept],
         skipped=skipped,
     )
+
+
+# ----------------------------------------------------------------------------- without originals
+
+def _is_store(data: Any) -> bool:
+    if not isinstance(data, (str, os.PathLike)):
+        return False
+    folder = Path(data).expanduser()
+    return (folder / INFO).is_file() and (folder / IMAGES).is_file()
+
+
+def _plain_labels(label_array: np.ndarray | None) -> list | None:
+    if label_array is None:
+        return None
+    values = [x.item() if isinstance(x, np.generic) else x for x in label_array]
+    return values if all(isinstance(x, (str, int, float, bool)) for x in values) else None
+
+
+def _record_files(folder: Path, data: Any, paths: list[str], label_array, size) -> None:
+    """files.json (every source path, labels) then origin.json (source, size)."""
+    source = os.path.abspath(os.path.expanduser(data)) if isinstance(data, (str, os.PathLike)) \
+        else None
+    files = {"paths": paths, "labels": _plain_labels(label_array)}
+    atomic_write_bytes(folder / _FILES, json.dumps(files).encode(), overwrite=True)
+    origin = {"source": source, "size": list(size), "n_files": len(paths)}
+    atomic_write_bytes(folder / _ORIGIN, json.dumps(origin).encode(), overwrite=True)
+
+
+def _store_of_source(data: Any, image_size: Any, parent: Path) -> Path | None:
+    """The newest complete store made from the folder or CSV ``data`` (at that size)."""
+    if not isinstance(data, (str, os.PathLike)) or not parent.is_dir():
+        return None
+    source = os.path.abspath(os.path.expanduser(data))
+    size = None if image_size is None else list(_choose_size([], image_size, None))
+    found = []
+    for folder in parent.iterdir():
+        try:
+            origin = json.loads((folder / _ORIGIN).read_text())
+            finished = (folder / INFO).stat().st_mtime
+        except (OSError, ValueError):
+            continue
+        if origin.get("source") == source and size in (None, origin.get("size")):
+            found.append((finished, folder))
+    return max(found)[1] if found else None
+
+
+def _reopen(folder: Path, labels: Any, image_size: Any) -> ImageSet:
+    """The store in ``folder`` as an ImageSet, whether or not its source files exist."""
+    info = json.loads((folder / INFO).read_text())
+    try:
+        files = json.loads((folder / _FILES).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"the store {folder} does not list its source files (an older store); "
+                         "open it once from the original files, open_store(<folder or CSV>), "
+                         "to record them") from None
+    images = np.load(folder / IMAGES, mmap_mode="r")
+    if image_size is not None and tuple(images.shape[1:3]) != _choose_size([], image_size, None):
+        raise ValueError(f"the store {folder} holds {images.shape[1]}x{images.shape[2]} px "
+                         f"images, not {image_size!r}; pass image_size={images.shape[1]} or "
+                         "the original files to build another")
+    kept = info["kept"]
+    paths = tuple(files["paths"][i] for i in kept)
+    if labels is None and files.get("labels") is not None:
+        labels = [files["labels"][i] for i in kept]
+    label_array = None
+    if labels is not None:
+        if len(labels) != len(kept):
+            raise ValueError(f"labels has {len(labels)} entries but the store {folder} holds "
+                             f"{len(kept)} images; pass one label per stored image")
+        label_array = np.empty(len(kept), dtype=object)
+        label_array[:] = list(labels)
+    sample = paths[::max(1, len(paths) // _CHECK_SAMPLE)]
+    gone = [p for p in sample if not os.path.exists(p)]
+    if gone:
+        warnings.warn(
+            f"{len(gone)} of {len(sample)} original files checked are gone (first: {gone[0]}); "
+            f"the store's own {images.shape[1]}x{images.shape[2]} px images stand in for them: "
+            "hover cards and the gallery show those", UserWarning, stacklevel=3)
+    return ImageSet(images=images, labels=label_array, paths=paths, metadata=None,
+                    skipped=tuple((files["paths"][i], r) for i, r in info["skipped"]))
 
 
 def store_folder(image_set: ImageSet) -> Path | None:
@@ -269,155 +362,6 @@ def _choose_size(paths: list[str], image_size: Any, max_pixels: int | None) -> t
         scale = DEFAULT_MAX_SIDE / max(h, w)
         h, w = max(1, round(h * scale)), max(1, round(w * scale))
     return h, w
-
-
-# ----------------------------------------------------------------------------- ingest
-
-def _decode_chunk(scratch: str, start: int, paths: Sequence[str], size: tuple[int, int],
-                  max_pixels: int | None) -> tuple[int, list[tuple[int, str]]]:
-    """Decode ``paths`` into rows ``start...`` of the scratch array; (start, failures)."""
-    rows = np.load(scratch, mmap_mode="r+")
-    failures = []
-    with pil_limits(max_pixels):
-        for offset, path in enumerate(paths):
-            decoded = decode(path, size, max_pixels)
-            if isinstance(decoded, str):
-                failures.append((start + offset, decoded))
-            else:
-                rows[start + offset] = decoded
-    rows.flush()
-    del rows
-    return start, failures
-
-
-def _save_atomic(path: Path, write: Callable[[Any], object], binary: bool = True) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _ingest(folder: Path, paths: list[str], size: tuple[int, int], max_pixels: int | None,
-            executor: str, workers: int | None, chunk: int, progress: bool,
-            callback: Callable[[int, int], object] | None) -> None:
-    if (folder / _INFO).exists() and (folder / _FINAL).exists():
-        return  # built before from the same files: reuse
-    folder.mkdir(parents=True, exist_ok=True)
-    with _exclusive(folder / ".lock"):
-        # Another process (a torchrun rank, a second notebook) may have built it meanwhile.
-        if not (folder / _INFO).exists():
-            _ingest_locked(folder, paths, size, max_pixels, executor, workers, chunk, progress,
-                           callback)
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path):
-    """Hold an exclusive lock on ``lock_path`` (POSIX ``flock``; elsewhere no lock)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: one ingest at a time is the caller's business
-        yield
-        return
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _ingest_locked(folder: Path, paths: list[str], size: tuple[int, int], max_pixels: int | None,
-                   executor: str, workers: int | None, chunk: int, progress: bool,
-                   callback: Callable[[int, int], object] | None) -> None:
-    n = len(paths)
-    n_chunks = -(-n // chunk)
-    scratch = folder / _SCRATCH
-    done_path = folder / _DONE
-    failures_path = folder / "failures.json"
-    if scratch.exists() and done_path.exists():
-        done = np.load(done_path)
-        failures = {int(k): v for k, v in json.loads(failures_path.read_text()).items()} \
-            if failures_path.exists() else {}
-        if done.shape != (n_chunks,):
-            done, failures = np.zeros(n_chunks, bool), {}
-    else:
-        np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=(n, *size, 3)).flush()
-        done, failures = np.zeros(n_chunks, bool), {}
-        _save_atomic(done_path, lambda f: np.save(f, done))
-    todo = [int(c) for c in np.flatnonzero(~done)]
-    workers = max(1, int(workers or os.cpu_count() or 1))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n, initial=n - sum(min(chunk, n - c * chunk) for c in todo),
-                   desc="ingest", unit="img")
-    pool_class = ThreadPoolExecutor if executor == "thread" else ProcessPoolExecutor
-    rows_done = n - sum(min(chunk, n - c * chunk) for c in todo)
-    pool = pool_class(max_workers=workers)
-    try:
-        pending: set[Future] = set()
-        queue = list(reversed(todo))
-        while queue or pending:
-            while queue and len(pending) < 2 * workers:  # bounded: a few chunks in flight
-                c = queue.pop()
-                pending.add(pool.submit(_decode_chunk, str(scratch), c * chunk,
-                                        paths[c * chunk:(c + 1) * chunk], size, max_pixels))
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                start, failed = future.result()
-                failures.update(failed)
-                done[start // chunk] = True
-                # failures first: a chunk marked done must have its failures on disk
-                _save_atomic(failures_path, lambda f: json.dump(failures, f), binary=False)
-                _save_atomic(done_path, lambda f: np.save(f, done))
-                count = min(chunk, n - start)
-                rows_done += count
-                if bar is not None:
-                    bar.update(count)
-                if callback is not None:
-                    callback(rows_done, n)
-    except BaseException:
-        for future in pending:
-            future.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-    pool.shutdown(wait=True)
-    _finish(folder, n, size, failures)
-
-
-def _finish(folder: Path, n: int, size: tuple[int, int], failures: dict[int, str]) -> None:
-    scratch, final = folder / _SCRATCH, folder / _FINAL
-    kept = [i for i in range(n) if i not in failures]
-    if len(kept) == n:
-        os.replace(scratch, final)
-    else:
-        rows = np.load(scratch, mmap_mode="r")
-        tmp = folder / (_FINAL + ".tmp")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(kept), *size, 3))
-        index = np.asarray(kept, dtype=np.intp)
-        for s in range(0, len(index), 4096):  # bounded memory: 4096 rows at a time
-            out[s:s + 4096] = rows[index[s:s + 4096]]
-        out.flush()
-        del out, rows
-        os.replace(tmp, final)
-        os.unlink(scratch)
-    info = {"format": FORMAT_VERSION, "n_files": n, "size": list(size), "kept": kept,
-            "skipped": sorted([int(i), r] for i, r in failures.items())}
-    _save_atomic(folder / _INFO, lambda f: json.dump(info, f), binary=False)
-    for name in (_DONE, "failures.json"):
-        with contextlib.suppress(OSError):
-            os.unlink(folder / name)
 
 
 def remove_store(image_set: ImageSet) -> None:

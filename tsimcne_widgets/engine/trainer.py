@@ -33,7 +33,7 @@ from .checkpoint import (
 )
 from .control import RunControl
 from .device import choose_memory_layout, resolve_device, set_cpu_threads
-from .distributed import prepare_model, shard_batch
+from .distributed import is_main_process, prepare_model, shard_batch
 from .events import STATES, Snapshot
 from .maps import MapReporting
 from .inference import uses_mixed_precision
@@ -338,7 +338,7 @@ class Trainer(StageStepping, MapReporting, RunControl):
         """Checkpoint and report; True when the run should stop."""
         self._refit_to_budget(bar)
         stage_done = self.epoch == self.plan.epochs[self.stage - 1]
-        if self.checkpoint_path is not None and (
+        if self.checkpoint_path is not None and is_main_process() and (  # rank 0 writes
             stage_done or self.total_epoch % self.checkpoint_every == 0
         ):
             self.save_checkpoint(self.checkpoint_path)

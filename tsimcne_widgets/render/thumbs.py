@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -41,9 +42,16 @@ class ThumbnailCache:
     paths : sequence of str or None
         Source file of each image (None entries allowed).  When a file is
         larger than the stored array image, the thumbnail is decoded from the
-        file instead, for detail the array lost in resizing.
+        file instead, for detail the array lost in resizing.  When the file
+        is gone (an image store whose originals were moved or deleted), the
+        array image stands in, and :attr:`note` says so (warned once).
     max_items : int
         Most encoded thumbnails kept; the least recently used go first.
+
+    Attributes
+    ----------
+    note : str or None
+        Set when an original file was found missing: what the thumbnails show instead.
 
     Notes
     -----
@@ -78,6 +86,7 @@ class ThumbnailCache:
         self._lock = threading.Lock()
         self._hits = 0
         self._misses = 0
+        self.note: str | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -151,11 +160,23 @@ class ThumbnailCache:
         height, width = array.shape[:2]
         path = self.paths[i] if self.paths is not None else None
         if path is not None:
-            from_file = _thumbnail_from_file(path, size, min_side=max(height, width))
+            try:
+                from_file = _thumbnail_from_file(path, size, min_side=max(height, width))
+            except FileNotFoundError:
+                from_file = None
+                self._original_missing(path, height, width)
             if from_file is not None:
                 return from_file
         image = Image.fromarray(np.ascontiguousarray(array))
         return _fit(image, size)
+
+    def _original_missing(self, path: str, height: int, width: int) -> None:
+        with self._lock:
+            if self.note is not None:
+                return
+            self.note = (f"original files are gone (first: {path}); thumbnails show the stored "
+                         f"{height}x{width} px images")
+        warnings.warn(self.note, UserWarning, stacklevel=4)
 
 
 def _fit(image: Image.Image, size: int) -> Image.Image:
@@ -173,7 +194,10 @@ def _fit(image: Image.Image, size: int) -> Image.Image:
 
 
 def _thumbnail_from_file(path: str, size: int, min_side: int) -> Image.Image | None:
-    """Thumbnail decoded from ``path`` when the file beats the array, else None."""
+    """Thumbnail decoded from ``path`` when the file beats the array, else None.
+
+    Raises FileNotFoundError when the file is gone; other unreadable files give None.
+    """
     try:
         with Image.open(path) as source:
             if max(source.size) <= min_side:
@@ -181,6 +205,8 @@ def _thumbnail_from_file(path: str, size: int, min_side: int) -> Image.Image | N
             # draft() lets JPEG decode at a reduced scale: big photos stay cheap.
             source.draft("RGB", (size, size))
             image = source.convert("RGB")
+    except FileNotFoundError:
+        raise
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
     return _fit(image, size)
