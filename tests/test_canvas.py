@@ -5,15 +5,14 @@ import numpy as np
 import pytest
 from bokeh import events
 
+from tsimcne_widgets.render.palette import MISSING_COLOR
 from tsimcne_widgets.widget.canvas import (
-    MISSING_CATEGORY,
-    OTHER_CATEGORY,
     PROVISIONAL_TEXT,
     MapCanvas,
-    categorize,
     fit_ranges,
     geometry_to_polygon,
 )
+from tsimcne_widgets.widget.coloring import coloring_of
 
 W, H = 200, 150
 
@@ -30,32 +29,6 @@ def _image(canvas: MapCanvas) -> np.ndarray:
 
 def _alpha(image: np.ndarray) -> np.ndarray:
     return image.astype("<u4").view(np.uint8).reshape(image.shape + (4,))[..., 3]
-
-
-# ---------------------------------------------------------------------------- colours
-def test_categorize_labels_round_trip_in_natural_order():
-    labels = np.array(["10", "2", "1", "2", None, "10"], dtype=object)
-    categories, codes = categorize(labels)
-    assert categories == ["1", "2", "10", MISSING_CATEGORY]
-    assert [categories[c] for c in codes] == ["10", "2", "1", "2", MISSING_CATEGORY, "10"]
-    assert codes.dtype == np.int32
-
-
-def test_categorize_keeps_the_most_frequent_and_lumps_the_rest():
-    values = [f"c{k}" for k in range(30) for _ in range(30 - k)]  # c0 most frequent
-    categories, codes = categorize(values, max_categories=5)
-    assert len(categories) == 5 and OTHER_CATEGORY in categories
-    assert set(categories) - {OTHER_CATEGORY} == {"c0", "c1", "c2", "c3"}
-    decoded = np.array(categories, dtype=object)[codes]
-    assert (decoded[np.array(values) == "c29"] == OTHER_CATEGORY).all()
-
-
-def test_categorize_bins_a_continuous_column_into_ordered_ranges():
-    values = np.linspace(0, 100, 200)
-    categories, codes = categorize(values, numeric_bins=4)
-    assert len(categories) == 4
-    # Bins are ordered by value, so codes never decrease along sorted values.
-    assert (np.diff(codes) >= 0).all() and codes[0] == 0 and codes[-1] == 3
 
 
 # ---------------------------------------------------------------------------- view
@@ -127,6 +100,29 @@ def test_legend_lists_each_category_with_its_colour():
     assert colors == [canvas.rasterizer.colors["a"], canvas.rasterizer.colors["b"]]
     canvas.set_colors(None)
     assert canvas.legend.items == [] and not canvas.legend.visible
+
+
+def test_values_show_a_colour_bar_with_their_range_and_hide_the_legend():
+    canvas = MapCanvas(W, H)
+    canvas.set_map(_grid_map())
+    canvas.set_colors(["a", "b"], np.arange(25) % 2)
+    assert canvas.legend.visible and not canvas.color_bar.visible
+    values = np.linspace(-3.0, 7.0, 25)
+    values[0] = np.nan
+    canvas.set_coloring(coloring_of(values, "depth"))
+    assert canvas.color_bar.visible and not canvas.legend.visible and canvas.legend.items == []
+    assert (canvas.color_mapper.low, canvas.color_mapper.high) == (values[1], 7.0)
+    assert canvas.color_bar.title == "depth (gray: 1 without a value)"
+    assert canvas.color_mapper.palette == canvas.rasterizer.colormap  # the bar shows the raster's map
+    assert canvas.color_mapper.nan_color == MISSING_COLOR
+    image = _image(canvas)
+    assert (_alpha(image) > 0).sum() >= 25
+    canvas.set_values(values)  # no range given: the finite values' own
+    assert (canvas.color_mapper.low, canvas.color_mapper.high) == (values[1], 7.0)
+    canvas.set_coloring(coloring_of(np.array(["x", "y"] * 12 + ["x"]), "kind"))
+    assert canvas.legend.visible and not canvas.color_bar.visible
+    canvas.set_colors(None)
+    assert not canvas.legend.visible and not canvas.color_bar.visible
 
 
 # ---------------------------------------------------------------------------- hover

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tsimcne_widgets.render.palette import default_palette
+from tsimcne_widgets.render.palette import MISSING_COLOR, continuous_palette, default_palette
 from tsimcne_widgets.render.raster import Rasterizer, data_range, to_png_bytes
 
 RED, BLUE = "#ff0000", "#0000ff"
@@ -116,7 +116,7 @@ def test_spread_grows_points_into_discs():
 
 
 def test_spread_where_discs_meet_the_more_opaque_point_wins():
-    from tsimcne_widgets.render.raster import _spread
+    from tsimcne_widgets.render.shading import spread as _spread
 
     rgba = np.zeros((5, 9, 4), dtype=np.uint8)
     rgba[2, 2] = [255, 0, 0, 120]  # faint red
@@ -130,6 +130,74 @@ def test_spread_where_discs_meet_the_more_opaque_point_wins():
     assert grown[2, 6].tolist() == [0, 255, 0, 250]
     assert grown[2, 2].tolist() == [255, 0, 0, 120] and grown[0, 2, 3] == 0
     assert rgba[2, 3, 3] == 0  # the input is left alone
+
+
+# ---------------------------------------------------------------------------- values
+def hex_of(pixel) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in pixel[:3]))
+
+
+def test_values_are_drawn_through_the_colormap_by_the_pixel_mean():
+    ramp = continuous_palette()
+    rasterizer = Rasterizer(None, value_range=(10.0, 20.0))
+    assert rasterizer.colors == {} and rasterizer.colormap == ramp
+    # Two clusters of 50 points with low and high values, one point without a value.
+    rng = np.random.default_rng(0)
+    low = rng.uniform(0.1, 0.2, (50, 2))
+    high = rng.uniform(0.7, 0.8, (50, 2))
+    xy = np.vstack([low, high, [[0.45, 0.45]]])
+    values = np.r_[np.full(50, 10.0), np.full(50, 20.0), np.nan]
+    image = rasterizer.render(xy, values, (0, 1), (0, 1), 50, 50, spread=0)
+    rgba = rgba_of(image)
+    at = lambda x, y: rgba[pixel_of(x, y, (0, 1), (0, 1), 50, 50)]  # noqa: E731
+    for point in low:
+        assert hex_of(at(*point)) == ramp[0]
+    for point in high:
+        assert hex_of(at(*point)) == ramp[-1]
+    assert hex_of(at(0.45, 0.45)) == MISSING_COLOR and at(0.45, 0.45)[3] > 0
+    # One pixel holding 10, 20 and a point without a value: the mean of the two values.
+    one_pixel = np.full((3, 2), 0.5)
+    mixed = rasterizer.render(one_pixel, np.array([10.0, 20.0, np.nan]), (0, 1), (0, 1), 10, 10,
+                              spread=0)
+    assert hex_of(rgba_of(mixed)[5, 5]) == ramp[128]
+    # Outside the range: clipped to the ends; inf counts as no value.
+    outside = rasterizer.render(np.array([[0.25, 0.25], [0.85, 0.85], [0.55, 0.55]]),
+                                np.array([-5.0, 99.0, np.inf]), (0, 1), (0, 1), 10, 10, spread=0)
+    rgba = rgba_of(outside)
+    assert [hex_of(rgba[2, 2]), hex_of(rgba[8, 8]), hex_of(rgba[5, 5])] == [
+        ramp[0], ramp[-1], MISSING_COLOR]
+
+
+def test_values_keep_the_selection_highlight_and_spreading():
+    rasterizer = Rasterizer(None, value_range=(0.0, 1.0))
+    xy = np.array([[0.25, 0.5], [0.75, 0.5]])
+    values = np.array([0.0, 1.0])
+    plain = rgba_of(rasterizer.render(xy, values, (0, 1), (0, 1), 20, 20, spread=1))
+    assert (plain[..., 3] > 0).sum() == 2 * 9  # two radius-1 discs (3x3 pixels each)
+    chosen = rgba_of(rasterizer.render(xy, values, (0, 1), (0, 1), 20, 20, spread=1,
+                                       selected=[1]))
+    left, right = pixel_of(0.25, 0.5, (0, 1), (0, 1), 20, 20), pixel_of(0.75, 0.5, (0, 1), (0, 1), 20, 20)
+    assert chosen[right].tolist() == plain[right].tolist()  # selected: full colour
+    assert chosen[left][3] < plain[left][3] and chosen[left][:3].tolist() == plain[left][:3].tolist()
+
+
+def test_bad_values_name_the_fix():
+    with pytest.raises(ValueError, match="not both"):
+        Rasterizer(["a"], value_range=(0, 1))
+    with pytest.raises(ValueError, match="low <= high"):
+        Rasterizer(None, value_range=(1, 0))
+    with pytest.raises(ValueError, match="needs a value_range"):
+        Rasterizer(None, colormap=[RED, BLUE])
+    with pytest.raises(ValueError, match="one per point"):
+        Rasterizer(None, value_range=(0, 1)).render(np.zeros((2, 2)), None)
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        Rasterizer(None, value_range=(0, 1)).render(np.zeros((2, 2)), np.zeros(3))
+    with pytest.raises(TypeError, match="numbers"):
+        Rasterizer(None, value_range=(0, 1)).render(np.zeros((2, 2)), np.array(["a", "b"]))
+    # A range of one value: every valued point in the colormap's middle.
+    image = Rasterizer(None, value_range=(3, 3)).render(np.array([[0.5, 0.5]]), np.array([3.0]),
+                                                        (0, 1), (0, 1), 4, 4, spread=0)
+    assert hex_of(rgba_of(image)[2, 2]) == continuous_palette()[128]
 
 
 def test_empty_nan_and_degenerate_inputs():

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .palette import SINGLE_COLOR, default_palette
+from . import shading
+from .palette import MISSING_COLOR, SINGLE_COLOR, continuous_palette, default_palette
 
 __all__ = ["Rasterizer", "data_range", "to_png_bytes"]
 
@@ -105,6 +106,9 @@ def _unpack(rgba: np.ndarray) -> np.ndarray:
 class Rasterizer:
     """Draw a 2-D map as a coloured density raster for Bokeh's ``image_rgba``.
 
+    Points are coloured by category (``categories``), by a number through a
+    colormap (``value_range``), or all alike (neither).
+
     Parameters
     ----------
     categories : sequence of str or None
@@ -114,12 +118,24 @@ class Rasterizer:
         Hex colours, one per category in order (or a ``{category: colour}``
         mapping).  Defaults to :func:`default_palette`.  With no categories,
         the first colour (default ``SINGLE_COLOR``) is used.
+    value_range : (float, float) or None
+        Colour by a number instead: :meth:`render` then takes each point's
+        value in place of ``codes``, and a pixel gets the colormap's colour
+        for the mean value of its points, ``low`` the first colour and
+        ``high`` the last (values outside are clipped).
+    colormap : sequence of str or None
+        Hex colours from low to high (default :func:`continuous_palette`, viridis).
+    missing_color : str
+        Colour of pixels whose points all lack a value (NaN), when colouring
+        by a number.
 
     Attributes
     ----------
     categories : tuple of str or None
     colors : dict of str to str
         Category → hex colour, for a legend (empty without categories).
+    value_range : (float, float) or None
+    colormap : list of str or None
 
     Notes
     -----
@@ -129,7 +145,11 @@ class Rasterizer:
     ``render`` is safe to call from several threads.
     """
 
-    def __init__(self, categories: Sequence[str] | None = None, palette=None) -> None:
+    def __init__(self, categories: Sequence[str] | None = None, palette=None, *,
+                 value_range=None, colormap=None, missing_color: str = MISSING_COLOR) -> None:
+        self.value_range, self.colormap = _continuous(categories, value_range, colormap)
+        self._ramp = None if self.colormap is None else _rgb_table(self.colormap)
+        self._missing_rgb = _rgb_table([missing_color])[0]
         if categories is not None:
             if isinstance(categories, str):
                 raise TypeError("categories must be a sequence of names, not one string")
@@ -178,19 +198,46 @@ class Rasterizer:
             self._cached_colors = colors
         return colors
 
-    def _aggregate(self, canvas, xy: np.ndarray, colors: np.ndarray | None):
-        """Count and, with categories, summed colour of the points in each pixel."""
+    def _aggregate(self, canvas, xy: np.ndarray, data: np.ndarray | None):
+        """Points per pixel, and the colour of each non-empty pixel (row-major), or None.
+
+        ``data`` is the (N, 3) colour of each point (categories), the (N,) values
+        (a value range), or None (one colour).
+        """
         columns = {"x": xy[:, 0], "y": xy[:, 1]}
-        if colors is None:
+        if data is None:
             frame = pd.DataFrame(columns, copy=False)
             return np.asarray(canvas.points(frame, "x", "y", agg=ds.count()).data), None
-        columns.update(r=colors[:, 0], g=colors[:, 1], b=colors[:, 2])
-        frame = pd.DataFrame(columns, copy=False)
-        reduction = ds.summary(n=ds.count(), r=ds.sum("r"), g=ds.sum("g"), b=ds.sum("b"))
-        result = canvas.points(frame, "x", "y", agg=reduction)
-        return np.asarray(result["n"].data), tuple(np.asarray(result[c].data) for c in "rgb")
+        if self.value_range is not None:
+            columns["v"] = data
+            # count("v") counts the points that have a value (not NaN); sum("v") skips NaN.
+            reduction = ds.summary(n=ds.count(), s=ds.sum("v"), m=ds.count("v"))
+        else:
+            columns.update(r=data[:, 0], g=data[:, 1], b=data[:, 2])
+            reduction = ds.summary(n=ds.count(), r=ds.sum("r"), g=ds.sum("g"), b=ds.sum("b"))
+        result = canvas.points(pd.DataFrame(columns, copy=False), "x", "y", agg=reduction)
+        count = np.asarray(result["n"].data)
+        filled = count > 0
+        if self.value_range is None:
+            n = count[filled]
+            return count, np.stack([np.asarray(result[c].data)[filled] / n for c in "rgb"], 1)
+        valued = np.asarray(result["m"].data)[filled]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.asarray(result["s"].data)[filled] / valued
+        return count, self._value_colors(mean, valued > 0)
+
+    def _value_colors(self, mean: np.ndarray, valued: np.ndarray) -> np.ndarray:
+        """(K, 3) colormap colours of K pixel means; the missing colour where ``~valued``."""
+        low, high = self.value_range
+        position = (mean - low) / (high - low) if high > low else np.full_like(mean, 0.5)
+        position = np.clip(np.where(valued, position, 0.0), 0.0, 1.0)
+        colors = self._ramp[np.rint(position * (len(self._ramp) - 1)).astype(np.intp)]
+        colors[~valued] = self._missing_rgb
+        return colors
 
     def _check_codes(self, codes, n: int) -> np.ndarray | None:
+        if self.value_range is not None:
+            return _check_values(codes, n)
         if self.categories is None:
             return None
         if codes is None:
@@ -246,9 +293,11 @@ class Rasterizer:
         ----------
         xy : array_like, shape (N, 2)
             Map coordinates; rows with NaN are skipped.
-        codes : array_like of int, shape (N,), or None
-            Category of each point (index into ``categories``); required when
-            the rasterizer has categories, ignored otherwise.
+        codes : array_like, shape (N,), or None
+            Category of each point (int index into ``categories``), required
+            when the rasterizer has categories; with a ``value_range``, the
+            value of each point (float; NaN or inf: no value), required;
+            ignored otherwise.
         x_range, y_range : (float, float) or None
             Visible window in data units; None frames all points
             (:func:`data_range`).  An empty window is widened to span 1.
@@ -278,8 +327,9 @@ class Rasterizer:
         Notes
         -----
         Datashader aggregates, in one pass, each pixel's point count and the
-        sum of its points' colours; the shading (count-weighted colour mix,
-        density → opacity) is a few numpy operations.  That is what
+        sum of its points' colours (or values, and how many have one); the
+        shading (count-weighted colour mix or colormap lookup of the mean
+        value, density → opacity) is a few numpy operations.  That is what
         ``ds.by(category, ds.count())`` + ``tf.shade(color_key=...)`` compute,
         without the (height, width, categories) count cube: 100 classes at
         800×600 would need 192 MB per frame there, and numba would compile a
@@ -316,15 +366,51 @@ class Rasterizer:
         canvas = ds.Canvas(
             plot_width=width, plot_height=height, x_range=x_range, y_range=y_range
         )
-        colors = self._point_colors(codes) if codes is not None else None
-        count, sums = self._aggregate(canvas, xy, colors)
-        layer = _shade(count, sums, self._rgb[0], how, int(min_alpha))
+        data = codes if self.value_range is not None else self._point_colors(codes)
+        count, colors = self._aggregate(canvas, xy, data)
+        layer = shading.shade(count, colors, self._rgb[0], how, int(min_alpha))
         if mask is None:
-            return _pack(_spread(layer, int(spread)))
+            return shading.pack(shading.spread(layer, int(spread)))
         layer[..., 3] = (layer[..., 3] * float(faded_alpha)).astype(np.uint8)
-        count, sums = self._aggregate(canvas, xy[mask], None if colors is None else colors[mask])
-        highlight = _shade(count, sums, self._rgb[0], how, int(min_alpha))
-        return _pack(_over(_spread(highlight, int(spread)), _spread(layer, int(spread))))
+        count, colors = self._aggregate(canvas, xy[mask], None if data is None else data[mask])
+        highlight = shading.shade(count, colors, self._rgb[0], how, int(min_alpha))
+        return shading.pack(shading.over(shading.spread(highlight, int(spread)),
+                                         shading.spread(layer, int(spread))))
+
+
+def _continuous(categories, value_range, colormap):
+    """Checked ``(value_range, colormap)`` of a rasterizer; ``(None, None)`` without a range."""
+    if value_range is None:
+        if colormap is not None:
+            raise ValueError("a colormap needs a value_range (the values of its ends)")
+        return None, None
+    if categories is not None:
+        raise ValueError("colour by categories or by values (value_range), not both")
+    try:
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"value_range must be a (low, high) pair of numbers, "
+                         f"got {value_range!r}") from None
+    if not (np.isfinite(low) and np.isfinite(high) and low <= high):
+        raise ValueError(f"value_range must be finite with low <= high, got {value_range!r}")
+    colormap = continuous_palette() if colormap is None else [str(c) for c in colormap]
+    if len(colormap) < 2:
+        raise ValueError(f"a colormap needs at least 2 colours, got {len(colormap)}")
+    return (low, high), colormap
+
+
+def _check_values(values, n: int) -> np.ndarray:
+    """(N,) float64 values with NaN where a point has none (NaN, inf)."""
+    if values is None:
+        raise ValueError("this Rasterizer colours by values, so render() needs one per point")
+    values = np.asarray(values)
+    if values.shape != (n,):
+        raise ValueError(f"values must have shape ({n},), got {values.shape}")
+    if values.dtype.kind not in "fiu":
+        raise TypeError(f"values must be numbers (NaN: no value), got dtype {values.dtype}")
+    values = values.astype(np.float64, copy=False)
+    finite = np.isfinite(values)
+    return values if finite.all() else np.where(finite, values, np.nan)
 
 
 def _rgb_table(hex_colors: Sequence[str]) -> np.ndarray:
@@ -338,116 +424,3 @@ def _rgb_table(hex_colors: Sequence[str]) -> np.ndarray:
         except ValueError:
             raise ValueError(f"colours must be hex strings like '#1f77b4', got {color!r}") from None
     return table
-
-
-def _alpha_levels(total: np.ndarray, how: str, min_alpha: int) -> np.ndarray:
-    """Map positive pixel counts to opacities in [min_alpha, 255]."""
-    values = total.astype(np.float64)
-    if how == "eq_hist":
-        # Rank of each count in the distribution of non-empty pixels: a
-        # dense core and a sparse halo both get the full opacity range.
-        if total.max() <= 4_000_000:
-            histogram = np.bincount(total)
-            present = np.flatnonzero(histogram)
-            cdf = np.cumsum(histogram[present]) / len(total)
-            level = np.zeros(len(histogram))
-            level[present] = cdf
-            levels = len(present)
-            normalized = level[total]
-            low = cdf[0]
-        else:
-            unique, inverse, frequency = np.unique(total, return_inverse=True, return_counts=True)
-            cdf = np.cumsum(frequency) / len(total)
-            levels, normalized, low = len(unique), cdf[inverse], cdf[0]
-        normalized = (normalized - low) / (1.0 - low) if levels > 1 else np.ones_like(normalized)
-        # Few distinct counts (a sparse map where a handful of pixels hold two
-        # points) would otherwise dim every single point to min_alpha.
-        span = min(1.0, (levels - 1) / 20.0)
-        normalized = 1.0 - span * (1.0 - normalized)
-    else:
-        transform = {"log": np.log1p, "cbrt": np.cbrt, "linear": lambda v: v}[how]
-        scaled = transform(values)
-        low, high = scaled.min(), scaled.max()
-        normalized = (scaled - low) / (high - low) if high > low else np.ones_like(scaled)
-    return min_alpha + (255 - min_alpha) * normalized
-
-
-def _shade(
-    count: np.ndarray, sums, single_rgb: np.ndarray, how: str, min_alpha: int
-) -> np.ndarray:
-    """Per-pixel counts (and colour sums) → (H, W, 4) uint8 straight-alpha RGBA.
-
-    A pixel's colour is the count-weighted mean of its points' colours; its
-    opacity follows the density mapping ``how``.
-    """
-    out = np.zeros(count.shape + (4,), dtype=np.uint8)
-    filled = count > 0
-    if not filled.any():
-        return out
-    filled_count = count[filled]
-    if sums is None:
-        out[filled, :3] = np.rint(single_rgb).astype(np.uint8)
-    else:
-        for channel, total in enumerate(sums):
-            out[..., channel][filled] = np.clip(np.rint(total[filled] / filled_count), 0, 255)
-    out[..., 3][filled] = np.rint(_alpha_levels(filled_count.astype(np.int64), how, min_alpha))
-    return out
-
-
-def _disc_offsets(radius: int) -> list[tuple[int, int]]:
-    return [
-        (dy, dx)
-        for dy in range(-radius, radius + 1)
-        for dx in range(-radius, radius + 1)
-        if (dy or dx) and dy * dy + dx * dx <= radius * radius + radius
-    ]
-
-
-def _spread(rgba: np.ndarray, radius: int) -> np.ndarray:
-    """Grow every non-empty pixel into a disc; where discs meet, the more opaque wins.
-
-    Runs on every live redraw, so pixels move as whole uint32 words under a mask
-    written in place rather than through boolean fancy indexing (timings:
-    benchmarks/README.md, "Widget throughput").
-    """
-    if radius <= 0:
-        return rgba
-    height, width = rgba.shape[:2]
-    out = rgba.copy()
-    out_pixels, source_pixels = out.view(np.uint32)[..., 0], rgba.view(np.uint32)[..., 0]
-    out_alpha, source_alpha = out[..., 3], rgba[..., 3]
-    stronger = np.empty((height, width), dtype=bool)
-    for dy, dx in _disc_offsets(radius):
-        target = (slice(max(dy, 0), height + min(dy, 0)), slice(max(dx, 0), width + min(dx, 0)))
-        source = (slice(max(-dy, 0), height + min(-dy, 0)), slice(max(-dx, 0), width + min(-dx, 0)))
-        mask = stronger[target]
-        np.greater(source_alpha[source], out_alpha[target], out=mask)
-        np.copyto(out_pixels[target], source_pixels[source], where=mask)
-    return out
-
-
-def _pack(rgba: np.ndarray) -> np.ndarray:
-    """(H, W, 4) uint8 → (H, W) uint32 with R in the lowest byte (Bokeh's layout)."""
-    return np.ascontiguousarray(rgba).view("<u4")[..., 0].astype(np.uint32, copy=False)
-
-
-def _over(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
-    """Porter-Duff 'over' of two (H, W, 4) uint8 straight-alpha images.
-
-    Only pixels the top layer covers need blending, so the work follows the
-    size of the selection rather than the canvas.
-    """
-    out = bottom.copy()
-    covered = top[..., 3] > 0
-    if not covered.any():
-        return out
-    upper = top[covered].astype(np.float32)
-    lower = bottom[covered].astype(np.float32)
-    top_alpha = upper[:, 3:4] / 255.0
-    lower_alpha = lower[:, 3:4] / 255.0 * (1.0 - top_alpha)
-    out_alpha = top_alpha + lower_alpha
-    blended = np.empty_like(upper)
-    blended[:, :3] = (upper[:, :3] * top_alpha + lower[:, :3] * lower_alpha) / out_alpha
-    blended[:, 3:4] = out_alpha * 255.0
-    out[covered] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-    return out

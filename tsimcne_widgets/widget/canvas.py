@@ -17,6 +17,7 @@ import numpy as np
 from bokeh import events
 from bokeh.models import (
     BoxSelectTool,
+    ColorBar,
     ColumnDataSource,
     CustomJS,
     Div,
@@ -24,6 +25,7 @@ from bokeh.models import (
     LassoSelectTool,
     Legend,
     LegendItem,
+    LinearColorMapper,
     PanTool,
     Range1d,
     ResetTool,
@@ -32,17 +34,14 @@ from bokeh.models import (
 from bokeh.plotting import figure
 
 from tsimcne_widgets.js import load_js
+from tsimcne_widgets.render.palette import MISSING_COLOR, continuous_palette
 from tsimcne_widgets.render.raster import Rasterizer, data_range
 
 from .client import MapClient
 
-__all__ = ["MapCanvas", "categorize", "fit_ranges", "PROVISIONAL_TEXT", "MISSING_CATEGORY"]
+__all__ = ["MapCanvas", "fit_ranges", "PROVISIONAL_TEXT"]
 
 PROVISIONAL_TEXT = "provisional view (PCA of 128-D output)"
-MISSING_CATEGORY = "(missing)"
-# More legend rows than this stop being readable; the rest share one colour.
-MAX_CATEGORIES = 20
-OTHER_CATEGORY = "(other)"
 MAX_DRAG_SECONDS = 30.0
 
 # The frame's offset inside the figure: the card is positioned relative to the figure.
@@ -57,55 +56,6 @@ _CARD_STYLE = {
     "padding": "6px",
     "box-shadow": "0 2px 8px rgba(0,0,0,0.25)",
 }
-
-
-def categorize(values, max_categories: int = MAX_CATEGORIES, numeric_bins: int = 8):
-    """Turn per-point values into ``(categories, codes)`` for colouring.
-
-    Parameters
-    ----------
-    values : array_like, shape (N,)
-        Labels or a metadata column.  Missing values become ``"(missing)"``.
-    max_categories : int
-        The most frequent ``max_categories - 1`` values keep their own colour
-        when there are more; the rest become ``"(other)"``.
-    numeric_bins : int
-        A numeric column with more distinct values than ``max_categories`` is
-        cut into this many quantile bins, named by their value range.
-
-    Returns
-    -------
-    categories : list of str
-    codes : numpy.ndarray of int32, shape (N,)
-    """
-    import pandas as pd
-
-    series = pd.Series(np.asarray(values, dtype=object).ravel())
-    missing = series.isna().to_numpy()
-    if (
-        pd.api.types.is_numeric_dtype(pd.to_numeric(series[~missing], errors="coerce").dropna())
-        and series[~missing].map(lambda v: isinstance(v, (int, float, np.number))).all()
-        and series[~missing].nunique() > max_categories
-    ):
-        numbers = series.astype(float)
-        binned = pd.qcut(numbers, q=numeric_bins, duplicates="drop")
-        names = binned.astype(str).where(~missing, MISSING_CATEGORY)
-        order = [str(c) for c in binned.cat.categories]
-        categories = order + ([MISSING_CATEGORY] if missing.any() else [])
-        lookup = {name: k for k, name in enumerate(categories)}
-        codes = names.map(lookup).to_numpy(dtype=np.int32)
-        return categories, codes
-    names = series.map(str).where(~missing, MISSING_CATEGORY)
-    counts = names.value_counts(sort=True)
-    if len(counts) > max_categories:
-        keep = set(counts.index[: max_categories - 1])
-        names = names.where(names.isin(keep), OTHER_CATEGORY)
-    from tsimcne_widgets.render.palette import natural_key
-
-    last = (MISSING_CATEGORY, OTHER_CATEGORY)
-    categories = sorted(set(names), key=lambda name: natural_key(name, last=last))
-    lookup = {name: k for k, name in enumerate(categories)}
-    return categories, names.map(lookup).to_numpy(dtype=np.int32)
 
 
 def fit_ranges(xy, width: int, height: int, pad: float = 0.05):
@@ -155,12 +105,17 @@ class MapCanvas:
         :class:`~tsimcne_widgets.widget.client.MapClient`).
     client : MapClient
         The browser-side hover and selection.
+    legend : bokeh.models.Legend
+        Shown when the points are coloured by category.
+    color_bar : bokeh.models.ColorBar
+        Shown instead when they are coloured by a number (its mapper: ``color_mapper``).
     """
 
     def __init__(self, width: int = 640, height: int = 520, hover_radius: float = 6.0) -> None:
         self.width, self.height = int(width), int(height)
         self.hover_radius = float(hover_radius)
         self.xy: np.ndarray | None = None
+        # What the rasterizer colours by: category codes, or values (float, NaN = none).
         self.codes: np.ndarray | None = None
         self.selected: np.ndarray | None = None
         self.rasterizer = Rasterizer(None)
@@ -177,6 +132,7 @@ class MapCanvas:
         self._index = None
         self.render_count = 0
         self._build_figure()
+        self._build_color_bar()
 
     # -- construction --------------------------------------------------------------------
     def _build_figure(self) -> None:
@@ -241,6 +197,15 @@ class MapCanvas:
         self.client.on_view = self.set_view
         self.client.on_selection = lambda *args: self.on_selection and self.on_selection(*args)
 
+    def _build_color_bar(self) -> None:
+        self.color_mapper = LinearColorMapper(palette=continuous_palette(), low=0.0, high=1.0,
+                                              nan_color=MISSING_COLOR)
+        self.color_bar = ColorBar(color_mapper=self.color_mapper, title="", visible=False,
+                                  width=12, padding=6, title_text_font_size="11px",
+                                  title_text_font_style="normal",
+                                  major_label_text_font_size="11px")
+        self.figure.add_layout(self.color_bar, "right")
+
     def _guard(self, handler):
         def guarded(event):
             try:
@@ -283,6 +248,39 @@ class MapCanvas:
         self._update_legend()
         self.redraw()
 
+    def set_values(self, values, value_range=None, title: str = "") -> None:
+        """Colour points by a number through the colormap, with a colour bar instead of the legend.
+
+        Parameters
+        ----------
+        values : array_like of float, shape (N,)
+            One value per point; NaN (or inf) draws it gray.
+        value_range : (float, float) or None
+            The colormap's ends; None takes the smallest and largest finite value.
+        title : str
+            The colour bar's title (e.g. the column's name).
+        """
+        values = np.asarray(values, dtype=np.float64)
+        if self.xy is not None and values.shape != (len(self.xy),):
+            raise ValueError(f"values must hold one number per point ({len(self.xy)}), "
+                             f"got shape {values.shape}")
+        if value_range is None:
+            finite = values[np.isfinite(values)]
+            value_range = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+        low, high = float(value_range[0]), float(value_range[1])
+        self.rasterizer, self.codes = Rasterizer(None, value_range=(low, high)), values
+        self.color_mapper.update(low=low, high=high)
+        self.color_bar.title = str(title)
+        self._update_legend()
+        self.redraw()
+
+    def set_coloring(self, coloring) -> None:
+        """Colour points as a :class:`~tsimcne_widgets.widget.coloring.Coloring` says."""
+        if coloring.kind == "continuous":
+            self.set_values(coloring.values, coloring.value_range, coloring.title)
+        else:
+            self.set_colors(coloring.categories, coloring.codes)
+
     def set_selected(self, indices) -> None:
         """Highlight these points (indices); empty or None highlights none."""
         indices = None if indices is None else np.asarray(indices, dtype=np.int64)
@@ -317,6 +315,7 @@ class MapCanvas:
         self._legend_renderers = renderers
         self.legend.items = items
         self.legend.visible = bool(items)
+        self.color_bar.visible = self.rasterizer.value_range is not None
 
     # -- view ----------------------------------------------------------------------------
     @property

@@ -11,7 +11,8 @@ from __future__ import annotations
 import html
 import math
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 
 import ipywidgets as widgets
 
@@ -144,6 +145,13 @@ class ControlPanel:
         self.undo = widgets.Button(description="Undo", icon="undo", layout=_BUTTON)
         self.clear = widgets.Button(description="Clear", layout=_BUTTON)
         self.count = widgets.HTML("0 selected")
+        self.search_text = widgets.Text(placeholder="search labels, file names, metadata",
+                                        layout=widgets.Layout(width="200px"))
+        self.search_regex = widgets.ToggleButton(value=False, description=".*",
+                                                 tooltip="Search with a regular expression",
+                                                 layout=widgets.Layout(width="40px"))
+        self.search_button = widgets.Button(description="Search", icon="search",
+                                            layout=widgets.Layout(width="88px"))
         self.tag_name = widgets.Text(placeholder="tag name", layout=widgets.Layout(width="150px"))
         self.tag_button = widgets.Button(description="Tag", icon="tag", layout=_BUTTON)
         self.tags_summary = widgets.HTML("")
@@ -199,6 +207,16 @@ class ControlPanel:
         self.budget_minutes.disabled = self.start.disabled
         self.budget_epochs.disabled = self.start.disabled
 
+    def on_search(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` when Enter is pressed in the search box or Search is clicked."""
+        self.search_button.on_click(lambda button: callback())
+        # Text.on_submit is the only way to hear Enter (a value observer also fires when
+        # the box loses focus, and not for the same query twice); ipywidgets 8 marks it
+        # deprecated without a replacement.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.search_text.on_submit(lambda text: callback())
+
     def show_messages(self, messages: Sequence[tuple[float, str, str]]) -> None:
         """Show the last :data:`SHOWN_MESSAGES` of ``messages`` ((time, kind, text), oldest
         first), newest on top, escaped; ``kind`` is info, warning or error."""
@@ -225,6 +243,7 @@ class ControlPanel:
             widgets.HTML("<b>Selection</b> (lasso or box on the map)"),
             self.mode,
             widgets.HBox([self.count, self.undo, self.clear]),
+            widgets.HBox([self.search_text, self.search_regex, self.search_button]),
             widgets.HBox([self.tag_name, self.tag_button]),
             self.tags_summary,
             widgets.HBox([self.csv_path, self.csv_button]),

@@ -13,7 +13,8 @@ from tsimcne_widgets.data.load import ImageSet, load_images
 from tsimcne_widgets.render.replay import ReplayBuffer
 from tsimcne_widgets.render.thumbs import ThumbnailCache
 from .actions import CurationActions
-from .canvas import MapCanvas, categorize
+from .canvas import MapCanvas
+from .coloring import LABEL, ColorAndSearch, color_options
 from .scheduler import LatestOnlyScheduler, kernel_event_loop
 from .replay_view import ReplayView
 from .session import TrainingSession
@@ -21,10 +22,8 @@ from .state import NO_COLOR, ExplorerState, IndexArray
 
 __all__ = ["Explorer"]
 
-_LABEL = "label"
 
-
-class Explorer(traitlets.HasTraits, CurationActions, ReplayView):
+class Explorer(traitlets.HasTraits, CurationActions, ReplayView, ColorAndSearch):
     """Train a t-SimCNE map of an image collection and curate it, live, in Jupyter.
 
     Displaying the explorer shows the whole tool: training controls and
@@ -106,8 +105,8 @@ class Explorer(traitlets.HasTraits, CurationActions, ReplayView):
         self.metadata = _merge_metadata(self.image_set.metadata, metadata, self.n)
         self.labels = self.image_set.labels
         self.thumb_size = int(thumb_size)
-        self.model = ExplorerState(self.n, self._color_options(),
-                                   _LABEL if self.labels is not None else NO_COLOR)
+        self.model = ExplorerState(self.n, color_options(self.labels, self.metadata),
+                                   LABEL if self.labels is not None else NO_COLOR)
         self.thumbnails = ThumbnailCache(self.image_set.images, self.image_set.paths)
         self.replay = ReplayBuffer(max_bytes=max_replay_bytes)
         self.training = TrainingSession(self.image_set, tsimcne_params, self.replay)
@@ -131,7 +130,7 @@ class Explorer(traitlets.HasTraits, CurationActions, ReplayView):
         )
         self.training.on_update = self._scheduler.submit
         self._wire()
-        self.canvas.set_colors(*self._categories())
+        self._show_colors()
         self._update_training_ui(None)
         self._box = None
         self._bokeh_model = None
@@ -197,6 +196,7 @@ class Explorer(traitlets.HasTraits, CurationActions, ReplayView):
                                (c.csv_button, self._csv_clicked),
                                (c.files_button, self._files_clicked)):
             button.on_click(self._ui(action))
+        c.on_search(self._ui(lambda: self.search(c.search_text.value, c.search_regex.value)))
         c.replay.observe(self._ui(self._replay_moved, takes_event=True), names="value")
         c.live.observe(self._ui(self._live_toggled, takes_event=True), names="value")
         # The view follows the model.  These observers come before the explorer's own
@@ -205,8 +205,7 @@ class Explorer(traitlets.HasTraits, CurationActions, ReplayView):
         model.observe(self._show_selection, "selection")
         model.observe(self._show_map, "map")
         model.observe(self._show_provisional, "provisional")
-        model.observe(self._ui(lambda change: self.canvas.set_colors(*self._categories()),
-                               takes_event=True), "color_column")
+        model.observe(self._ui(self._show_colors, takes_event=True), "color_column")
         model.observe(self._show_tags, "tags_version")
         model.observe(lambda change: c.show_messages(change["new"]), "messages")
         traitlets.link((model, "color_column"), (c.color, "value"))
@@ -393,43 +392,6 @@ class Explorer(traitlets.HasTraits, CurationActions, ReplayView):
         self._go_live()
         self.model.set_map(xy, provisional)  # shown by _show_map
         self._replay_label()
-        return self
-
-    # ------------------------------------------------------------------ colours
-    def _color_options(self) -> list[str]:
-        options = [_LABEL] if self.labels is not None else []
-        if self.metadata is not None:
-            options += [str(c) for c in self.metadata.columns if str(c) not in (_LABEL, NO_COLOR)]
-        return options + [NO_COLOR]
-
-    @property
-    def color_options(self) -> tuple[str, ...]:
-        """tuple of str : What :meth:`color_by` accepts (``"none"`` colours nothing)."""
-        return self.model.color_options
-
-    def _categories(self):
-        column = self.model.color_column
-        if column == NO_COLOR:
-            return None, None
-        if column == _LABEL:
-            values = self.labels
-        else:
-            values = self.metadata[self._column_key(column)].to_numpy()
-        return categorize(values)
-
-    def _column_key(self, name: str):
-        for column in self.metadata.columns:
-            if str(column) == name:
-                return column
-        raise KeyError(name)
-
-    def color_by(self, column: str | None) -> "Explorer":
-        """Colour points by ``"label"``, a metadata column, or nothing (None / ``"none"``).
-
-        The same as setting :attr:`color_column`; a column not in :attr:`color_options`
-        raises ``ValueError`` and changes nothing.
-        """
-        self.color_column = NO_COLOR if column is None else str(column)
         return self
 
     # ------------------------------------------------------------------ persistence
