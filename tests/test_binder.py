@@ -157,6 +157,15 @@ def test_binder_requirements_name_a_cpu_index_and_the_package():
     assert QUICKSTART.is_file(), f"Binder opens {QUICKSTART.relative_to(REPO_ROOT)}; it is missing"
 
 
+def test_binder_offers_jupyterlab_notebook7_and_voila():
+    # So that Binder can open the quickstart in each of them (docs/FRONTENDS.md).
+    entries = [line.split("#")[0].strip() for line in
+               (BINDER / "requirements.txt").read_text().splitlines()]
+    names = {re.split(r"[<>=!~ \[]", entry, maxsplit=1)[0].lower() for entry in entries if entry}
+    missing = {"jupyterlab", "notebook", "voila"} - names
+    assert not missing, f"binder/requirements.txt lacks {sorted(missing)}"
+
+
 @pytest.mark.slow
 def test_binder_environment_runs_quickstart(scratch):
     version = runtime_version()
