@@ -98,20 +98,23 @@ def test_search_selects_through_the_selection_path_with_mode_and_undo(explorer):
 @explorer_warnings
 def test_search_box_enter_and_button_and_a_bad_regex(explorer):
     c = explorer.controls
+    # The box sends its text when it is committed (Enter, or leaving it changed).
     c.search_text.value = "img_"
-    c.search_button.click()
     assert explorer.selection.tolist() == [0, 1]
-    # Enter in the box: the message the browser sends on Enter.
-    c.search_text.value = r"^(dog|bird)$"
+    c.clear.click()
+    c.search_button.click()  # the button repeats the same query
+    assert explorer.selection.tolist() == [0, 1]
     c.search_regex.value = True
-    c.search_text._handle_custom_msg({"event": "submit"}, [])
+    c.search_text.value = r"^(dog|bird)$"
     assert explorer.selection.tolist() == [1, 4]
     c.search_text.value = "dog("  # a bad regex: a message, nothing changes
-    c.search_button.click()
     assert explorer.selection.tolist() == [1, 4]
     kind, text = explorer.messages[-1]
     assert kind == "error" and "not a valid regular expression" in text
     assert "not a valid regular expression" in c.message.value
+    c.search_text.value = ""  # an emptied box searches nothing
+    assert explorer.selection.tolist() == [1, 4] and explorer.messages[-1][0] == "error"
+    c.search_text.value = "dog("
     c.search_regex.value = False  # the widget still works
     c.search_button.click()
     assert explorer.selection.tolist() == []

@@ -200,11 +200,13 @@ class MapCanvas:
     def _build_color_bar(self) -> None:
         self.color_mapper = LinearColorMapper(palette=continuous_palette(), low=0.0, high=1.0,
                                               nan_color=MISSING_COLOR)
+        # Below the map, horizontal: a side panel would turn the title on its end and
+        # run it into the map's help line.
         self.color_bar = ColorBar(color_mapper=self.color_mapper, title="", visible=False,
-                                  width=12, padding=6, title_text_font_size="11px",
-                                  title_text_font_style="normal",
+                                  orientation="horizontal", height=10, padding=6,
+                                  title_text_font_size="11px", title_text_font_style="normal",
                                   major_label_text_font_size="11px")
-        self.figure.add_layout(self.color_bar, "right")
+        self.figure.add_layout(self.color_bar, "below")
 
     def _guard(self, handler):
         def guarded(event):

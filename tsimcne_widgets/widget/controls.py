@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
 
 import ipywidgets as widgets
@@ -145,7 +144,9 @@ class ControlPanel:
         self.undo = widgets.Button(description="Undo", icon="undo", layout=_BUTTON)
         self.clear = widgets.Button(description="Clear", layout=_BUTTON)
         self.count = widgets.HTML("0 selected")
+        # The value reaches the kernel when committed (Enter, or leaving the box changed).
         self.search_text = widgets.Text(placeholder="search labels, file names, metadata",
+                                        continuous_update=False,
                                         layout=widgets.Layout(width="200px"))
         self.search_regex = widgets.ToggleButton(value=False, description=".*",
                                                  tooltip="Search with a regular expression",
@@ -208,14 +209,14 @@ class ControlPanel:
         self.budget_epochs.disabled = self.start.disabled
 
     def on_search(self, callback: Callable[[], object]) -> None:
-        """Call ``callback()`` when Enter is pressed in the search box or Search is clicked."""
+        """Call ``callback()`` when a query is committed in the search box (Enter, or leaving
+        it changed) or Search is clicked (which also repeats the same query)."""
         self.search_button.on_click(lambda button: callback())
-        # Text.on_submit is the only way to hear Enter (a value observer also fires when
-        # the box loses focus, and not for the same query twice); ipywidgets 8 marks it
-        # deprecated without a replacement.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self.search_text.on_submit(lambda text: callback())
+        # Not Text.on_submit: its message overtakes the box's last keystrokes, which the
+        # browser holds back while an earlier update is unanswered, so a quick Enter would
+        # search for a stale query.  A committed value carries the query itself.
+        self.search_text.observe(lambda change: change["new"].strip() and callback(),
+                                 names="value")
 
     def show_messages(self, messages: Sequence[tuple[float, str, str]]) -> None:
         """Show the last :data:`SHOWN_MESSAGES` of ``messages`` ((time, kind, text), oldest
