@@ -18,6 +18,7 @@ variable ``CI`` is set: CI must run them, so there it is a failure.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -125,7 +126,7 @@ class LabServer:
         self.token = secrets.token_hex(16)
         self.port = None
         self.process = None
-        self.log_path = self.work_dir / "jupyter-lab.log"
+        self.log_path = self.work_dir / self.log_name
 
     @property
     def base_url(self) -> str:
@@ -169,27 +170,7 @@ class LabServer:
         env = self._environment()
         self._write_user_settings()
         self.port = _free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "jupyterlab",
-            "--no-browser",
-            f"--IdentityProvider.token={self.token}",
-            f"--ServerApp.port={self.port}",
-            "--ServerApp.port_retries=0",
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.root_dir={self.root_dir}",
-            "--ServerApp.open_browser=False",
-            "--ServerApp.terminals_enabled=False",
-            # The default 'pypi' manager queries PyPI; tests stay offline.
-            "--LabApp.extension_manager=readonly",
-            "--LabApp.news_url=None",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-            # Exposes window.jupyterapp, which the helpers use to run commands.
-            "--LabApp.expose_app_in_browser=True",
-        ]
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            command.append("--allow-root")  # containers and CI runners often run as root
+        command = self.command()
         self._log_file = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             command,
@@ -203,15 +184,50 @@ class LabServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(
-                    f"jupyter lab exited with code {self.process.returncode}:\n{self.log_tail()}"
+                    f"{self.name} exited with code {self.process.returncode}:\n{self.log_tail()}"
                 )
             if self._answers():
                 return self
             time.sleep(0.5)
         self.stop()
         raise TimeoutError(
-            f"jupyter lab did not answer within {self.startup_timeout:.0f} s:\n{self.log_tail()}"
+            f"{self.name} did not answer within {self.startup_timeout:.0f} s:\n{self.log_tail()}"
         )
+
+    #: What the error messages call this server, and its log file in ``work_dir``.
+    name = "jupyter lab"
+    log_name = "jupyter-lab.log"
+
+    def _server_options(self) -> list[str]:
+        """Options every jupyter_server application (Lab, Notebook 7) takes."""
+        options = [
+            "--no-browser",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.root_dir={self.root_dir}",
+            "--ServerApp.open_browser=False",
+            "--ServerApp.terminals_enabled=False",
+        ]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            options.append("--allow-root")  # containers and CI runners often run as root
+        return options
+
+    def command(self) -> list[str]:
+        """The server's command line (subclasses start other frontends)."""
+        return [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            *self._server_options(),
+            # The default 'pypi' manager queries PyPI; tests stay offline.
+            "--LabApp.extension_manager=readonly",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            # Exposes window.jupyterapp, which the helpers use to run commands.
+            "--LabApp.expose_app_in_browser=True",
+        ]
 
     def _answers(self) -> bool:
         try:
@@ -250,6 +266,84 @@ class LabServer:
 
     def __exit__(self, *exc_info):
         self.stop()
+
+
+def frontend_problem(module: str) -> str | None:
+    """Say why a frontend (``"notebook"`` for Notebook 7, ``"voila"``) cannot run here."""
+    problem = browser_stack_problem()
+    if problem is not None:
+        return problem
+    if importlib.util.find_spec(module) is None:
+        return f"the {module} package is missing: pip install -e '.[test]'"
+    return None
+
+
+def require_frontend(module: str) -> None:
+    """Skip the calling test when ``module``'s frontend cannot run; fail instead under CI."""
+    problem = frontend_problem(module)
+    if problem is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the browser tests, but {problem}")
+    pytest.skip(problem)
+
+
+class NotebookServer(LabServer):
+    """A Jupyter Notebook 7 server (``python -m notebook``), set up as :class:`LabServer`.
+
+    Notebook 7 is built from JupyterLab's parts: the same user settings apply, and with
+    ``expose_app_in_browser`` the page has ``window.jupyterapp``, so :class:`NotebookPage`
+    reuses :class:`LabPage`'s cell and kernel helpers.
+    """
+
+    name = "jupyter notebook"
+    log_name = "jupyter-notebook.log"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "notebook",
+            *self._server_options(),
+            "--JupyterNotebookApp.expose_app_in_browser=True",
+        ]
+
+
+class VoilaServer(LabServer):
+    """A standalone Voilà server (``voila <root_dir>``), as a teacher would start one.
+
+    It serves the folder's notebooks at ``voila/render/<name>``: every page load runs the
+    notebook in a fresh kernel and shows only its outputs. Pages cannot reach the kernel.
+    """
+
+    name = "voila"
+    log_name = "voila.log"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "voila",
+            str(self.root_dir),
+            "--no-browser",
+            f"--Voila.token={self.token}",
+            f"--Voila.port={self.port}",
+            "--Voila.port_retries=0",
+            "--Voila.ip=127.0.0.1",
+            "--show_tracebacks=True",
+        ]
+
+    def render_url(self, name: str) -> str:
+        """URL of the rendered notebook ``name`` (relative to the root)."""
+        return self.url(f"voila/render/{name}")
+
+    def _answers(self) -> bool:
+        # The tree page lists the folder without starting a kernel.
+        try:
+            with urllib.request.urlopen(self.url(""), timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            return False
 
 
 @contextlib.contextmanager
@@ -326,13 +420,14 @@ _JS_CELL_STATE = """
 """
 
 
-class LabPage:
-    """One Chromium page showing a notebook in JupyterLab.
+class BrowserPage:
+    """One Chromium page on one of the servers: console capture, screenshots, diagnostics.
 
     Parameters
     ----------
     page : playwright.sync_api.Page
     server : LabServer
+        Or one of its subclasses (:class:`NotebookServer`, :class:`VoilaServer`).
     artifacts_dir : Path
         Where ``screenshot`` writes PNG files.
     """
@@ -345,6 +440,32 @@ class LabPage:
         self.console: list[str] = []
         page.on("console", lambda msg: self.console.append(f"{msg.type}: {msg.text}"))
         page.on("pageerror", lambda err: self.console.append(f"pageerror: {err}"))
+
+    def screenshot(self, name: str, locator=None) -> Path:
+        """Save a PNG of the page (or of ``locator``) as ``test-artifacts/<name>.png``."""
+        path = self.artifacts_dir / f"{name}.png"
+        if locator is None:
+            self.page.screenshot(path=str(path), full_page=False)
+        else:
+            locator.screenshot(path=str(path))
+        return path
+
+    def diagnostics(self) -> str:
+        """Recent browser console lines and the server log, for failure messages."""
+        console = "\n".join(self.console[-30:])
+        return f"--- browser console ---\n{console}\n--- server log ---\n{self.server.log_tail(3000)}"
+
+
+class LabPage(BrowserPage):
+    """One Chromium page showing a notebook in JupyterLab.
+
+    Parameters
+    ----------
+    page : playwright.sync_api.Page
+    server : LabServer
+    artifacts_dir : Path
+        Where ``screenshot`` writes PNG files.
+    """
 
     # -- opening -------------------------------------------------------------------
     def open_notebook(self, name: str, timeout: float = 90.0) -> None:
@@ -549,20 +670,47 @@ class LabPage:
                 return json.loads(line[len(marker):])
         raise AssertionError(f"no JSON result in kernel output:\n{out}")
 
-    # -- artifacts -----------------------------------------------------------------------
-    def screenshot(self, name: str, locator=None) -> Path:
-        """Save a PNG of the page (or of ``locator``) as ``test-artifacts/<name>.png``."""
-        path = self.artifacts_dir / f"{name}.png"
-        if locator is None:
-            self.page.screenshot(path=str(path), full_page=False)
-        else:
-            locator.screenshot(path=str(path))
-        return path
 
-    def diagnostics(self) -> str:
-        """Recent browser console lines and the server log, for failure messages."""
-        console = "\n".join(self.console[-30:])
-        return f"--- browser console ---\n{console}\n--- server log ---\n{self.server.log_tail(3000)}"
+class NotebookPage(LabPage):
+    """One Chromium page showing a notebook in Jupyter Notebook 7 (see :class:`LabPage`)."""
+
+    def open_notebook(self, name: str, timeout: float = 90.0) -> None:
+        """Open ``name`` (relative to the server root) and wait for an idle kernel."""
+        self.page.goto(self.server.url(f"notebooks/{name}"), timeout=timeout * 1000)
+        self.page.wait_for_function(
+            "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+            " && window.jupyterapp.shell.currentWidget.content"
+            " && window.jupyterapp.shell.currentWidget.content.widgets"
+            " && window.jupyterapp.shell.currentWidget.content.widgets.length > 0",
+            timeout=timeout * 1000,
+        )
+        self.wait_kernel_idle(timeout)
+        self.dismiss_popups()
+
+
+class VoilaPage(BrowserPage):
+    """One Chromium page showing a notebook rendered by Voilà (outputs only, no kernel access)."""
+
+    def open_notebook(self, name: str, timeout: float = 180.0) -> None:
+        """Load ``name`` and wait until Voilà has run every cell (or raise with its error)."""
+        self.page.goto(self.server.render_url(name), timeout=timeout * 1000)
+        # Voilà renders progressively and marks the end by hiding its spinner; a failing
+        # cell shows a traceback in the page.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.page.evaluate(
+                """() => ({
+                  error: Array.from(document.querySelectorAll('.jp-OutputArea-output'))
+                         .map((el) => el.innerText).filter((t) => /Traceback/.test(t)).join('\\n'),
+                  done: document.readyState === 'complete' && !document.querySelector('#loading'),
+                })"""
+            )
+            if state["error"]:
+                raise AssertionError(f"Voilà shows an error:\n{state['error'][-3000:]}")
+            if state["done"]:
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"Voilà still rendering after {timeout:.0f} s\n{self.diagnostics()}")
 
 
 # -- pytest fixtures (import them into a test module to use them) ---------------------------
