@@ -200,12 +200,10 @@ class MapCanvas:
     def _build_color_bar(self) -> None:
         self.color_mapper = LinearColorMapper(palette=continuous_palette(), low=0.0, high=1.0,
                                               nan_color=MISSING_COLOR)
-        # Below the map, horizontal: a side panel would turn the title on its end and
-        # run it into the map's help line.
-        self.color_bar = ColorBar(color_mapper=self.color_mapper, title="", visible=False,
-                                  orientation="horizontal", height=10, padding=6,
-                                  title_text_font_size="11px", title_text_font_style="normal",
-                                  major_label_text_font_size="11px")
+        # Below, horizontal: on the side Bokeh turns the title on end, into the help line.
+        self.color_bar = ColorBar(color_mapper=self.color_mapper, visible=False, height=10,
+                                  orientation="horizontal", padding=6, title_text_font_size="11px",
+                                  title_text_font_style="normal", major_label_text_font_size="11px")
         self.figure.add_layout(self.color_bar, "below")
 
     def _guard(self, handler):
@@ -264,8 +262,7 @@ class MapCanvas:
         """
         values = np.asarray(values, dtype=np.float64)
         if self.xy is not None and values.shape != (len(self.xy),):
-            raise ValueError(f"values must hold one number per point ({len(self.xy)}), "
-                             f"got shape {values.shape}")
+            raise ValueError(f"need one value per point ({len(self.xy)}), got {values.shape}")
         if value_range is None:
             finite = values[np.isfinite(values)]
             value_range = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)

@@ -24,8 +24,8 @@ from tsimcne_widgets.render.palette import natural_key
 
 from .state import NO_COLOR
 
-__all__ = ["Coloring", "ColorAndSearch", "categorize", "coloring_of", "column_coloring", "color_options",
-           "LABEL", "MAX_CATEGORIES", "MISSING_CATEGORY", "OTHER_CATEGORY"]
+__all__ = ["Coloring", "ColorAndSearch", "categorize", "coloring_of", "column_coloring",
+           "color_options", "LABEL", "MAX_CATEGORIES", "MISSING_CATEGORY", "OTHER_CATEGORY"]
 
 #: The colour option that colours by the images' labels.
 LABEL = "label"
