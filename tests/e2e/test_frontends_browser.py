@@ -12,7 +12,14 @@ about 10 s of setup, with a map every second or so):
    browser's selection agree.  In Voilà the test has no kernel access, so the notebook
    shows ``explorer.selection`` in a Label that follows the trait (``observe``).
 
-Screenshots: ``test-artifacts/frontend-notebook7.png``, ``test-artifacts/frontend-voila.png``.
+A third test needs no server: the BokehJS loader the Explorer publishes and the map with its
+browser-side code, in a page whose every network request is refused (what VS Code and Colab
+take from the kernel rather than from a CDN); the map draws and answers a lasso.
+
+Screenshots: ``test-artifacts/frontend-notebook7.png``, ``test-artifacts/frontend-voila.png``,
+``test-artifacts/frontend-offline.png``.  Measured on the loaded 2-core machine: Notebook 7
+and Voilà about 2 minutes each (server ~14 s, kernel with torch and the Explorer ~40-60 s,
+training ~20 s), the offline page about 75 s (mostly creating the Explorer).
 """
 
 from __future__ import annotations
