@@ -135,3 +135,41 @@ def test_point_info_must_be_images():
 def test_the_kernel_hears_of_a_wheel_zoom_soon_after_it_stops():
     # RangesUpdate waits for lod_timeout of stillness; the raster can only follow it.
     assert MapCanvas(200, 150).figure.lod_timeout <= 50
+
+
+def test_focus_rings_a_point_that_follows_the_map_and_tells_its_observers():
+    canvas = _canvas(20)
+    client = canvas.client
+    heard = []
+    unsubscribe = client.observe_focus(heard.append)
+    client.focus(np.int64(4))
+    assert client.focused == 4 and client.ring.data["index"] == [4]
+    assert [client.ring.data["x"][0], client.ring.data["y"][0]] == canvas.xy[4].tolist()
+    client.focus(4)  # no change, no news
+    moved = canvas.xy + 1
+    canvas.set_map(moved)
+    assert [client.ring.data["x"][0], client.ring.data["y"][0]] == moved[4].tolist()
+    with pytest.raises(ValueError, match="cannot focus image 20"):
+        client.focus(20)
+    assert client.focused == 4
+    client.focus(None)
+    assert client.ring.data["index"] == [] and heard == [4, None]
+    unsubscribe()
+    client.focus(1)
+    assert heard == [4, None]
+    # The ring is drawn on the kernel path too (maps above the browser's limit).
+    big = _canvas(30, max_points=10)
+    big.client.focus(7)
+    assert not big.client.active and big.client.ring.data["index"] == [7]
+
+
+def test_the_browsers_remove_message_selects_the_rest_and_drops_the_focus():
+    canvas = _canvas(20)
+    got = []
+    canvas.on_selection = lambda *args: got.append(args)
+    canvas.client.focus(3)
+    _message(canvas, 5, "remove", [1, 2])
+    (indices, polygon, action), = got
+    assert indices.tolist() == [1, 2] and polygon is None and action == "select"
+    assert canvas.client.focused is None and canvas.client.ring.data["index"] == []
+    assert canvas.client.sync.data["ack"] == [5]

@@ -10,18 +10,23 @@ change that shows the answer.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 
+from .jupyter import TIMEOUT_SCALE
 from .test_quickstart_browser import CANVAS_HOOK, QuickstartSession
 
 COUNT_HOOK = ".tsw-map-count"
 CARD_HOOK = ".tsw-client-card"
+TABLE_HOOK = ".tsw-selection-table"
 
 
-def write_notebook(path: Path, n: int, seed: int = 0, image_size: int = 16) -> None:
-    """A notebook whose first cell shows an Explorer of ``n`` images on a fixed map."""
+def write_notebook(path: Path, n: int, seed: int = 0, image_size: int = 16,
+                   show: str = "explorer") -> None:
+    """A notebook whose first cell makes an Explorer of ``n`` images on a fixed map and
+    ends with ``show`` (code whose last line is what the cell shows)."""
     import nbformat
 
     setup = f"""\
@@ -37,7 +42,8 @@ images = np.clip(palette[labels][:, None, None, :] + rng.normal(0, 25, (n, {imag
                  0, 255).astype(np.uint8)
 explorer = Explorer(images, labels=[f"class {{k}}" for k in labels])
 explorer.set_embedding(xy)
-explorer"""
+"""
+    setup += show
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(setup)]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
@@ -169,3 +175,49 @@ def count_test(count: int) -> str:
     """JS test body: the map shows ``count`` selected."""
     return (f"const c = find({json.dumps(COUNT_HOOK)});"
             f" return !!c && c.innerText.replace(/,/g, '').startsWith('{int(count)} selected');")
+
+
+def source_data(page, model_id: str):
+    """The browser's copy of a Bokeh ColumnDataSource (by model id), as lists."""
+    return page.evaluate(
+        """(id) => {
+  for (const view of window.Bokeh.index) {
+    const model = view.model.document && view.model.document.get_model_by_id(id);
+    if (!model) continue;
+    const out = {};
+    for (const [key, column] of Object.entries(model.data)) out[key] = Array.from(column);
+    return out;
+  }
+  return null;
+}""", model_id)
+
+
+def run_story(lab, failure_name: str, story) -> None:
+    """Run ``story(lab)``; on failure save ``<failure_name>.png`` and print the logs."""
+    try:
+        story(lab)
+    except BaseException:
+        lab.screenshot(failure_name)
+        print(lab.diagnostics())
+        raise
+
+
+def show_map(lab, timeout: float = 120.0) -> MapPage:
+    """Run the notebook's first cell and return its map, once on the page."""
+    lab.run_cells([0], timeout=timeout)
+    m = MapPage(lab, lab.kernel_json("explorer.canvas.figure.id"))
+    lab.page.locator(CANVAS_HOOK).first.wait_for(state="visible", timeout=30_000)
+    return m
+
+
+def wait_until(condition, what: str, timeout: float = 30.0):
+    """Poll ``condition()`` every 0.2 s until it is truthy and return it, or fail naming
+    ``what`` after ``timeout`` s (scaled by ``TSW_E2E_TIMEOUT_SCALE``)."""
+    deadline = time.monotonic() + timeout * TIMEOUT_SCALE
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)

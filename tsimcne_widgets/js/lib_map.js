@@ -12,6 +12,8 @@
 //   sync      ColumnDataSource {indices, ack}: the kernel's selection, after it handled
 //             the browser's message number `ack`
 //   card      Div: the hover card;  info: Div with the count and the help line
+//   ring      ColumnDataSource {x, y, index}: the focused image's point, set by the kernel
+//             (MapClient.focus); Delete/Backspace over the map removes it from the selection
 //   x_range, y_range, params {width, height, radius, thumb, page_size, cols, help}
 // State lives on window, one entry per map, so it survives between callbacks.
 
@@ -299,13 +301,40 @@ function zoomToSelection() {
   send('view', [], [[xm - hw, xm + hw], [ym - hh, ym + hh]]);
 }
 
+// Delete/Backspace: the ringed image leaves the selection (undoable like a lasso) and the
+// ring goes; the kernel hears 'remove' with the rest of the selection.  Also on the
+// kernel path, where the browser only knows the selection the kernel pushed.
+function removeFocused() {
+  const f = ring.data.index;
+  if (f == null || f.length === 0) return false;
+  const next = combine(st.selection, Int32Array.of(Number(f[0])), 'subtract');
+  ring.data = {x: [], y: [], index: []};
+  if (active() && !sameIndices(next, st.selection)) {
+    st.history.push(st.selection);
+    if (st.history.length > 50) st.history.shift();
+    showSelection(next);
+  }
+  send('remove', next, null);
+  return true;
+}
+
+function typing(target) {
+  return !!target && (target.isContentEditable ||
+      ['INPUT', 'TEXTAREA', 'SELECT'].includes(target.tagName));
+}
+
 function installKeys() {
   if (st.keys) return;
   st.keys = true;
   // Capture phase: the notebook must not also act on Esc or Ctrl+Z meant for the map.
   window.addEventListener('keydown', (e) => {
-    if (!st.inside || !active()) return;
-    if (e.key === 'Escape') {
+    if (!st.inside) return;
+    if (e.key === 'Delete' || e.key === 'Backspace') {
+      // A text box keeps its Backspace even with the pointer resting on the map.
+      if (typing(e.target) || !removeFocused()) return;
+    } else if (!active()) {
+      return;
+    } else if (e.key === 'Escape') {
       if (st.selection.length) choose(new Int32Array(0), null);
     } else if ((e.ctrlKey || e.metaKey) && !e.shiftKey && (e.key === 'z' || e.key === 'Z')) {
       undo();
@@ -331,13 +360,14 @@ function onMapEvent(kind, ev) {
     return;
   }
   if (kind === 'range') { rehover(); return; }
+  if (kind === 'move' || kind === 'leave') {
+    st.inside = kind === 'move';
+    installKeys();
+  }
   if (!active()) return;
   if (kind === 'move') {
-    st.inside = true;
-    installKeys();
     hoverAt(ev.x, ev.y, ev.sx, ev.sy);
   } else if (kind === 'leave') {
-    st.inside = false;
     st.pointer = null;
     showCard(-1, 0, 0);
   } else if (kind === 'panstart') {

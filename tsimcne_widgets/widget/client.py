@@ -8,7 +8,9 @@ kernel round trip per mouse move.  This module gives it what it needs and listen
 * thumbnail sprite sheets (PNG for small images, WebP for larger ones), one page of
   :data:`PAGE_SIZE` images at a time, encoded when the browser first asks for a page;
 * the kernel's selection with the number of the last browser message it reflects, so
-  the browser ignores a state it has already moved past.
+  the browser ignores a state it has already moved past;
+* the *focused* image (:meth:`MapClient.focus`), drawn as a ring around its point; the
+  Delete or Backspace key, with the pointer over the map, removes it from the selection.
 
 The browser tells the kernel its selection (and undo, view changes and page requests)
 through one ColumnDataSource, whose change ``jupyter_bokeh`` sends when the kernel is
@@ -27,7 +29,7 @@ from bokeh.models import ColumnDataSource, CustomJS, Div
 
 from tsimcne_widgets.js import load_js
 
-__all__ = ["MapClient", "CLIENT_MAX_POINTS", "PAGE_SIZE", "HELP"]
+__all__ = ["MapClient", "CLIENT_MAX_POINTS", "PAGE_SIZE", "HELP", "RING_COLOR"]
 
 # Above this many points the kernel answers hover and selection (see benchmarks/browser.py).
 CLIENT_MAX_POINTS = 200_000
@@ -38,7 +40,9 @@ _MAX_CELL = 96
 _LOSSLESS_CELL = 32
 _META_LINES = 8
 HELP = ("drag: lasso · shift+drag add · alt+drag subtract · click: pick · "
-        "double-click: zoom to selection · Esc clear · Ctrl/⌘+Z undo")
+        "double-click: zoom to selection · Esc clear · Ctrl/⌘+Z undo · Del remove ringed")
+# The ring around the focused point: a white halo under a magenta line shows on any colour.
+RING_COLOR = "#d6007e"
 # Events the kernel handles only when it answers hover and selection itself.
 KERNEL_PATH_EVENTS = {"mousemove", "mouseleave", "selectiongeometry", "panstart", "panend"}
 
@@ -74,6 +78,8 @@ class MapClient:
         box, else None) or ``"undo"`` (``indices`` is the state the browser went back to).
     on_view : callable or None
         ``on_view(x_range, y_range)`` when the browser moved the view (double-click).
+    ring : bokeh.models.ColumnDataSource
+        ``{x, y, index}``: the focused point, drawn as a ring (empty when none).
     """
 
     def __init__(self, figure, card: Div, width: int, height: int, hover_radius: float,
@@ -89,6 +95,9 @@ class MapClient:
         self.on_view: Callable | None = None
         self.ack = 0
         self.n_points = 0
+        self.xy: np.ndarray | None = None
+        self._focused: int | None = None
+        self._focus_observers: list[Callable[[int | None], object]] = []
         # Kernel-path events the canvas subscribed to before making the client.
         self._kernel_events = set(figure.subscribed_events) & KERNEL_PATH_EVENTS
         self._pages_sent: set[int] = set()
@@ -103,6 +112,7 @@ class MapClient:
                                      syncable=False)
         self.channel = ColumnDataSource({"seq": [], "action": [], "indices": [], "px": [],
                                          "py": []})
+        self.ring = ColumnDataSource({"x": [], "y": [], "index": []}, syncable=False)
         card.syncable = False
         self.info = Div(text="", visible=False, syncable=False, styles={
             "position": "absolute", "left": f"{border + 4}px",
@@ -113,6 +123,9 @@ class MapClient:
         figure.elements = list(figure.elements) + [self.info]
         figure.scatter("x", "y", source=self.highlight, size=5, fill_alpha=0,
                        line_color="#111", line_alpha=0.85, line_width=1)
+        for color, width in (("white", 5), (RING_COLOR, 2.5)):
+            figure.scatter("x", "y", source=self.ring, size=20, fill_alpha=0,
+                           line_color=color, line_width=width)
         self.params = {"width": int(width), "height": int(height), "radius": float(hover_radius),
                        "thumb": self.thumb_size, "page_size": PAGE_SIZE, "cols": _COLUMNS,
                        "border": int(border), "card_style": dict(card_style),
@@ -120,6 +133,7 @@ class MapClient:
         self._callbacks: list[CustomJS] = []
         args = {"points": self.points, "highlight": self.highlight, "atlas": self.atlas,
                 "channel": self.channel, "sync": self.sync, "card": card, "info": self.info,
+                "ring": self.ring,
                 "x_range": figure.x_range, "y_range": figure.y_range}
         library = load_js("lib_map.js")
 
@@ -181,6 +195,7 @@ class MapClient:
         """Send a new map's coordinates to the browser (nothing above the threshold)."""
         n = 0 if xy is None else len(xy)
         was_active, self.n_points = self.active, n
+        self.xy = None if xy is None else np.asarray(xy)
         if self.active:
             xy = np.asarray(xy, dtype=np.float32)
             self.points.data = {"x": np.ascontiguousarray(xy[:, 0]),
@@ -189,6 +204,7 @@ class MapClient:
             empty = np.zeros(0, dtype=np.float32)
             self.points.data = {"x": empty, "y": empty}
         self._show_mode()
+        self._draw_ring()
 
     def _show_mode(self) -> None:
         subscribed = set(self.figure.subscribed_events)
@@ -213,6 +229,46 @@ class MapClient:
         indices = np.asarray(indices if indices is not None else [], dtype=np.int32)
         self.sync.data = {"indices": [indices], "ack": [self.ack]}
 
+    # -- focus ---------------------------------------------------------------------------
+    @property
+    def focused(self) -> int | None:
+        """int or None : The focused image (ringed on the map), set by :meth:`focus`."""
+        return self._focused
+
+    def focus(self, index: int | None) -> None:
+        """Ring image ``index`` on the map (None removes the ring) and tell the observers.
+
+        Raises
+        ------
+        ValueError
+            For an index outside the images; the focus stays as it was.
+        """
+        if index is not None:
+            total = len(self.images) if self.images is not None else self.n_points
+            if not 0 <= int(index) < total:
+                raise ValueError(f"cannot focus image {index}: there are {total} images "
+                                 f"(indices 0..{total - 1})")
+            index = int(index)
+        changed, self._focused = index != self._focused, index
+        self._draw_ring()
+        if changed:
+            for callback in list(self._focus_observers):
+                callback(index)
+
+    def observe_focus(self, callback: Callable[[int | None], object]) -> Callable[[], None]:
+        """Call ``callback(index or None)`` after every focus change; returns an
+        unsubscribe function."""
+        self._focus_observers.append(callback)
+        return lambda: callback in self._focus_observers and self._focus_observers.remove(callback)
+
+    def _draw_ring(self) -> None:
+        i = self._focused
+        if i is None or self.xy is None or i >= len(self.xy):
+            data = {"x": [], "y": [], "index": []}
+        else:
+            data = {"x": [float(self.xy[i, 0])], "y": [float(self.xy[i, 1])], "index": [i]}
+        self.ring.data = data
+
     # -- browser messages ---------------------------------------------------------------
     def _message(self, data: dict) -> None:
         if not data.get("seq"):
@@ -235,6 +291,11 @@ class MapClient:
             if self.on_view is not None and px.size == 2 and py.size == 2:
                 self.on_view(tuple(px), tuple(py))
             return
+        if action == "remove":
+            # Delete over the map: the browser dropped the ringed image from its selection
+            # (``indices`` is the rest) and took the ring away.
+            self.focus(None)
+            action = "select"
         if action not in ("select", "undo"):
             raise ValueError(f"unknown message from the map's browser code: {action!r}")
         if indices.size and (indices.min() < 0 or indices.max() >= max(self.n_points, 1)):
