@@ -194,6 +194,5 @@ def test_nbconvert_page_shows_the_picture_and_the_hint(saved_without_widget_stat
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="lead wires static_fallback into Explorer")
 def test_nbconvert_page_of_a_plain_explorer_shows_the_picture(saved_without_widget_state):
     assert _pictures_with_hint(saved_without_widget_state[2]) == [(640, 520)]

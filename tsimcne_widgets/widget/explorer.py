@@ -167,13 +167,22 @@ class Explorer(traitlets.HasTraits, CurationActions, ReplayView, ColorAndSearch)
         publish_bokehjs([self.canvas.figure])
         return box
 
+    def _mime_bundle(self) -> dict:
+        # The live widget for frontends with a widget manager; a picture of the map and
+        # one line on getting the live view for those without (nbconvert, GitHub).
+        from .notebook import STATIC_HINT, map_png, static_fallback
+
+        bundle = self._prepare_display()._repr_mimebundle_()
+        return static_fallback(bundle, map_png(self.embedding, self.labels, n_images=self.n),
+                               STATIC_HINT)
+
     def _ipython_display_(self) -> None:
         from IPython.display import display
 
-        display(self._prepare_display())
+        display(self._mime_bundle(), raw=True)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        return self._prepare_display()._repr_mimebundle_(include=include, exclude=exclude)
+        return self._mime_bundle()
 
     def __repr__(self) -> str:
         return (f"Explorer(n={self.n}, state={self.state!r}, selected={len(self.selection)}, "
