@@ -147,6 +147,19 @@ class StageStepping:
         # Out of memory: trial steps of the same network find the largest batch that fits.
         if not is_out_of_memory(exc):
             return exc
+        from .distributed import context
+
+        ctx = context()
+        if ctx is not None:
+            # Trial steps here would run collectives that the other processes never join
+            # (they wait in this step's): fail at once, so that they fail too, not hang.
+            error = TrainingError(
+                f"out of memory in process {ctx.rank} of {ctx.world_size} at "
+                f"{self.plan.batch_size // ctx.world_size} images per process (global batch "
+                f"{self.plan.batch_size}); restart every process with a smaller --batch-size, "
+                "or with more processes; the last checkpoint is intact")
+            error.__cause__ = exc
+            return error
         model, generator = self.model, torch.Generator(device=self.device).manual_seed(0)
 
         def trial_step(batch_size: int) -> None:
