@@ -56,6 +56,7 @@ __all__ = [
     "PAPER_CROP_LOW",
     "SMALL_CONTENT_AREA",
     "augmentation_for",
+    "image_array",
     "measure_traits",
 ]
 
@@ -105,7 +106,8 @@ class DataTraits:
     content_area: float | None
 
 
-def _as_array(images) -> np.ndarray:
+def image_array(images) -> np.ndarray:
+    """The ``(N, H, W, 3)`` uint8 array of an ImageSet or of such an array; TypeError else."""
     array = getattr(images, "images", images)  # an ImageSet or its array
     if not isinstance(array, np.ndarray) or array.dtype != np.uint8 or array.ndim != 4 \
             or array.shape[-1] != 3:
@@ -191,7 +193,7 @@ def measure_traits(images, sample: int = _SAMPLE, seed: int = 0) -> DataTraits:
     -------
     DataTraits
     """
-    array = _as_array(images)
+    array = image_array(images)
     n, height, width = array.shape[:3]
     # The first `sample` images of one seeded permutation are the queries; the first
     # `4 * sample` the population they are compared with.

@@ -15,6 +15,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from .augment import Augmenter
+from .augment_check import warn_if_destructive
 from .augment_policy import augmentation_for
 from .checkpoint import load_checkpoint, save_checkpoint
 from tsimcne_widgets.data.load import ImageSet, load_images
@@ -77,6 +78,11 @@ class TSimCNE(BaseEstimator):
         network then matches views by their background instead.  Default: the
         images' own ``ImageSet.augmentation`` (the bundled digits and shapes have
         one), else the paper's.
+    augmentation_check : bool
+        Before training, check without labels that two augmented views of an image
+        still look alike (:func:`~tsimcne_widgets.engine.augment_check.check_augmentation`,
+        about 0.2 s, counted in ``time_budget``) and warn when the augmentations
+        destroy the images; the result is ``augmentation_check_``.  False: no check.
 
     Attributes
     ----------
@@ -87,6 +93,9 @@ class TSimCNE(BaseEstimator):
     trainer_ : Trainer
         The trainer of the last fit or :meth:`prepare` (pause, unpause or stop it from
         another thread).
+    augmentation_check_ : AugmentationCheck or None
+        The check of the augmentations before the last fit (None: off, or fewer than
+        :data:`~tsimcne_widgets.engine.augment_check.MIN_IMAGES` images).
 
     Examples
     --------
@@ -114,6 +123,7 @@ class TSimCNE(BaseEstimator):
         verbose: bool = False,
         num_threads: int | None = None,
         augmentation: dict | None = None,
+        augmentation_check: bool = True,
     ):
         self.total_epochs = total_epochs
         self.batch_size = batch_size
@@ -132,6 +142,7 @@ class TSimCNE(BaseEstimator):
         self.verbose = verbose
         self.num_threads = num_threads
         self.augmentation = augmentation
+        self.augmentation_check = augmentation_check
 
     # ------------------------------------------------------------------ input checks
     def _load(self, X, y=None) -> ImageSet:
@@ -201,10 +212,12 @@ class TSimCNE(BaseEstimator):
         settings = self.augmentation if self.augmentation is not None else images.augmentation
         settings = augmentation_for(images) if settings is None else settings  # data-derived
         user_augmenter = None if settings is None else self._augmenter(images.image_size, settings)
+        started = time.perf_counter()  # the budget includes the check
+        self.augmentation_check_ = (warn_if_destructive(images, user_augmenter, stacklevel=4)
+                                    if self.augmentation_check else None)
         resolution = time_budget = augmenter = None
         num_threads, mixed_precision = self.num_threads, None
         if self.time_budget is not None:
-            started = time.perf_counter()
             kwargs = dict(stage_ratio=epochs, learning_rate=self.learning_rate,
                           hidden_dim=self.hidden_dim, num_threads=self.num_threads,
                           verbose=self.verbose)
