@@ -10,7 +10,8 @@ An Explorer of 600 synthetic images on a fixed map (no training), shown with a
    and highlights the image's table row;
 3. Delete with the pointer over the map removes the ringed image: the map's count drops
    at once, then ``explorer.selection`` and the table follow; Ctrl+Z brings it back;
-4. a screenshot of the whole widget (``test-artifacts/selection-table.png``).
+4. Backspace typed in a text box, with the pointer over the map, removes nothing;
+5. a screenshot of the whole widget (``test-artifacts/selection-table.png``).
 """
 
 from __future__ import annotations
@@ -147,5 +148,19 @@ def _story(lab):
     page.keyboard.press("Control+z")
     wait_until(lambda: m.kernel("explorer.selection.tolist()") == selection, "undo in the kernel")
     assert m.count() == len(selection)
+
+    # -- 4. Backspace in a text box stays the text box's, even over the map --------------
+    index = int(m.kernel(f"int(explorer.gallery.shown[{cell}])"))  # a new sample after undo
+    thumb.click()
+    wait_until(lambda: source_data(page, ring_id)["index"] == [index], "the ring again")
+    box = page.get_by_placeholder("tag name")
+    box.click()
+    box.type("ab")
+    page.mouse.move(*corner)
+    page.keyboard.press("Backspace")
+    assert box.input_value() == "a"
+    time.sleep(0.5)
+    assert m.count() == len(selection) and source_data(page, ring_id)["index"] == [index]
+    assert m.kernel("explorer.selection.tolist()") == selection
     errors = [line for line in lab.console if line.startswith(("pageerror", "error"))]
     assert not errors, errors
