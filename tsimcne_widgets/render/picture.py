@@ -126,16 +126,19 @@ def render_map_image(
     if plot_w < 50 or plot_h < 50:
         raise ValueError("the title and legend leave no room for the map: make the picture larger")
 
-    x_range, y_range = _equal_aspect(*data_range(xy, pad=0.05), plot_w, plot_h)
-    spread = 3 if finite < 3_000 else 2 if finite < 30_000 else 1 if finite < 300_000 else 0
-    raster = rasterizer.render(
-        xy, codes, x_range, y_range, plot_w * _SUPERSAMPLE, plot_h * _SUPERSAMPLE,
-        spread=spread, how="eq_hist", min_alpha=150,
-    )
-    rgba = raster.view(np.uint8).reshape(raster.shape + (4,))[::-1]
-    layer = Image.fromarray(np.ascontiguousarray(rgba))
-    layer = layer.resize((plot_w, plot_h), Image.Resampling.LANCZOS)
-    picture.paste(layer, plot_box[:2], layer)
+    # No point to draw (a map not trained yet): an empty frame, without datashader, whose
+    # first aggregation compiles for seconds (the notebook shows this picture at once).
+    if finite:
+        x_range, y_range = _equal_aspect(*data_range(xy, pad=0.05), plot_w, plot_h)
+        spread = 3 if finite < 3_000 else 2 if finite < 30_000 else 1 if finite < 300_000 else 0
+        raster = rasterizer.render(
+            xy, codes, x_range, y_range, plot_w * _SUPERSAMPLE, plot_h * _SUPERSAMPLE,
+            spread=spread, how="eq_hist", min_alpha=150,
+        )
+        rgba = raster.view(np.uint8).reshape(raster.shape + (4,))[::-1]
+        layer = Image.fromarray(np.ascontiguousarray(rgba))
+        layer = layer.resize((plot_w, plot_h), Image.Resampling.LANCZOS)
+        picture.paste(layer, plot_box[:2], layer)
     draw.rectangle(
         (plot_box[0] - 1, plot_box[1] - 1, plot_box[2], plot_box[3]), outline=_FRAME, width=1
     )
