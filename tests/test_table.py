@@ -11,7 +11,6 @@ import pytest
 from tsimcne_widgets.data.load import ImageSet
 from tsimcne_widgets.widget.explorer import Explorer
 from tsimcne_widgets.widget.gallery import FOCUS_CLASS
-from tsimcne_widgets.widget.table import SelectionTable
 
 N = 150
 
@@ -41,7 +40,7 @@ def _focused_rows(table):
 
 
 def test_pages_follow_the_selection_and_only_the_shown_page_is_built(explorer):
-    table = SelectionTable(explorer)
+    table = explorer.table
     assert _shown_rows(table) == [] and "nothing selected" in table.caption.value
     explorer.thumbnails.clear()
     before = explorer.thumbnails.cache_info().misses
@@ -74,7 +73,7 @@ def test_a_large_selection_renders_one_page_quickly():
     images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
     explorer = Explorer(ImageSet(images, labels=rng.integers(0, 9, n)), device="cpu")
     explorer.set_embedding(rng.normal(size=(n, 2)).astype(np.float32))
-    table = SelectionTable(explorer)
+    table = explorer.table
     explorer.select(np.arange(n))
     start = time.perf_counter()
     table.show_page(2000)
@@ -84,7 +83,7 @@ def test_a_large_selection_renders_one_page_quickly():
 
 
 def test_row_click_rings_the_point_marks_the_gallery_and_highlights_the_row(explorer):
-    table = SelectionTable(explorer)
+    table = explorer.table
     explorer.select(range(40))
     client, xy = explorer.canvas.client, explorer.embedding
     _pick(table.rows[3]).click()
@@ -105,7 +104,7 @@ def test_row_click_rings_the_point_marks_the_gallery_and_highlights_the_row(expl
 
 
 def test_gallery_click_focuses_and_turns_the_table_to_its_page(explorer):
-    table = SelectionTable(explorer)
+    table = explorer.table
     explorer.select(range(60))
     explorer.gallery.click(45)
     assert explorer.canvas.client.focused == 45 and explorer.canvas.client.ring.data["index"] == [45]
@@ -115,7 +114,7 @@ def test_gallery_click_focuses_and_turns_the_table_to_its_page(explorer):
 
 
 def test_remove_takes_the_image_out_undoably(explorer):
-    table = SelectionTable(explorer)
+    table = explorer.table
     explorer.select(range(30))
     with pytest.raises(ValueError, match="nothing to remove"):
         table.remove()
@@ -135,7 +134,7 @@ def test_remove_takes_the_image_out_undoably(explorer):
 
 
 def test_the_browsers_delete_message_removes_and_unfocuses(explorer):
-    table = SelectionTable(explorer)
+    table = explorer.table
     explorer.select(range(10))
     table.focus(4)
     client = explorer.canvas.client
@@ -150,7 +149,7 @@ def test_the_browsers_delete_message_removes_and_unfocuses(explorer):
 
 
 def test_bad_focus_is_reported_and_changes_nothing(explorer):
-    table = SelectionTable(explorer)
+    table = explorer.table
     table.focus(2)
     with pytest.raises(ValueError, match="cannot focus image 999"):
         table.focus(999)
@@ -162,7 +161,7 @@ def test_files_show_by_name_with_the_full_path_as_tooltip():
     images = np.random.default_rng(2).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
     paths = tuple(f"/data/set/<dir>/img{i}.png" for i in range(12))
     explorer = Explorer(ImageSet(images, paths=paths), device="cpu")
-    table = SelectionTable(explorer)
+    table = explorer.table
     explorer.select([4])
     assert ">path<" in table.header.value
     cells = table.rows[0].children[1].value

@@ -1,8 +1,8 @@
 """The selection table linked with the map and the gallery, in JupyterLab with headless
 Chromium (one page load).
 
-An Explorer of 600 synthetic images on a fixed map (no training), shown with a
-``SelectionTable`` below it:
+An Explorer of 600 synthetic images on a fixed map (no training), its ``SelectionTable``
+under the gallery:
 
 1. a lasso selects points: the table lists the first page of them (kernel's order);
 2. a click on a gallery thumbnail rings that image's point on the map (the ring's source
@@ -32,12 +32,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 NOTEBOOK = "selection-table.ipynb"
 N = 600
 SHOW = """\
-import ipywidgets as widgets
-from tsimcne_widgets.widget.notebook import publish_bokehjs
-from tsimcne_widgets.widget.table import SelectionTable
-table = SelectionTable(explorer)
-publish_bokehjs([explorer.canvas.figure])
-widgets.VBox([explorer.widget, table.widget])"""
+table = explorer.table
+explorer"""
 RING_RGB = np.array([0xd6, 0x00, 0x7e])
 
 

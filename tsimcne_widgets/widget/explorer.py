@@ -130,6 +130,9 @@ class Explorer(traitlets.HasTraits, CurationActions, ReplayView, ColorAndSearch)
         )
         self.training.on_update = self._scheduler.submit
         self._wire()
+        from .table import SelectionTable  # ipywidgets: UI layer only
+
+        self.table = SelectionTable(self)  # also links gallery clicks with the map's ring
         self._show_colors()
         self._update_training_ui(None)
         self._box = None
@@ -147,7 +150,8 @@ class Explorer(traitlets.HasTraits, CurationActions, ReplayView, ColorAndSearch)
             # CSS hooks for end-to-end tests and user styling.
             self._bokeh_model.add_class("tsw-canvas")
             self.controls.count.add_class("tsw-selection-count")
-            side = widgets.VBox([self.controls.curation_column(), self.gallery.widget],
+            side = widgets.VBox([self.controls.curation_column(), self.gallery.widget,
+                                 self.table.widget],
                                 layout=widgets.Layout(margin="0 0 0 8px"))
             self._box = widgets.VBox([
                 self.controls.training_row(),
