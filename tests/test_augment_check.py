@@ -80,3 +80,21 @@ def test_the_check_can_be_switched_off_and_tuned_settings_do_not_warn(digits):
 def test_bad_input_says_what_to_pass():
     with pytest.raises(TypeError, match="load_images"):
         check_augmentation(np.zeros((4, 8, 8), np.float32))
+
+
+def test_the_widget_shows_a_failed_check_once_as_a_warning(digits):
+    # The training thread's warnings.warn reaches only stderr; the widget's message
+    # area is where a notebook user looks.
+    from tsimcne_widgets import Explorer
+
+    explorer = Explorer(digits.subset(np.arange(256)), augmentation={},
+                        **{k: v for k, v in TINY.items() if k != "total_epochs"},
+                        total_epochs=(1, 1, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AugmentationWarning)
+        explorer.start()
+        assert explorer.wait(300)
+    explorer.refresh()
+    explorer.training.announce(explorer.model.report)  # a second announce adds nothing
+    warned = [text for kind, text in explorer.messages if kind == "warning"]
+    assert len(warned) == 1 and "3x3" in warned[0], explorer.messages

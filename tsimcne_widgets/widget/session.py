@@ -74,6 +74,7 @@ class TrainingSession:
         self._stop_early = threading.Event()
         self._thread: threading.Thread | None = None
         self._announced = 0
+        self._check_announced = 0
 
     def _check_param_names(self) -> None:
         import inspect
@@ -322,9 +323,15 @@ class TrainingSession:
         return not thread.is_alive()
 
     def announce(self, report: Callable[[str, str], object]) -> None:
-        """Report the end of the run once (``report(text, kind)``)."""
+        """Report, once per run (``report(text, kind)``), a failed augmentation check
+        (the training thread's warning reaches only stderr) and the end of the run."""
         with self._lock:
             generation, phase = self._generation, self._phase
+        check = getattr(self.estimator, "augmentation_check_", None)
+        if (phase != "starting" and self._check_announced != generation
+                and check is not None and not check.passed):
+            self._check_announced = generation
+            report(check.message, "warning")
         if phase != "done" or self._announced == generation:
             return
         self._announced = generation
