@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import traitlets
 
 from tsimcne_widgets.data.load import ImageSet
 from tsimcne_widgets.widget.canvas import PROVISIONAL_TEXT
@@ -634,3 +635,21 @@ def test_scheduler_applies_only_the_newest_item_rate_limited_on_the_loop():
     assert applied == sorted(applied) and len(set(applied)) == len(applied)
     assert len(applied) <= seconds / 0.2 + 2  # at most one apply per min_interval
     assert threads == {loop_thread}
+
+
+def test_tag_counts_is_an_observable_read_only_trait(explorer):
+    import ipywidgets as widgets
+
+    seen = []
+    explorer.observe(lambda change: seen.append(dict(change.new)), "tag_counts")
+    label = widgets.Label()
+    widgets.dlink((explorer, "tag_counts"), (label, "value"), transform=lambda c: str(sorted(c.items())))
+    before = dict(explorer.tag_counts)
+    explorer.tag("odd", [1, 3, 5])
+    explorer.tag("odd", [7])
+    explorer.tag("first", [0])
+    assert explorer.tag_counts == {**before, "odd": 4, "first": 1}
+    assert seen[-1] == explorer.tag_counts and len(seen) == 3
+    assert label.value == str(sorted(explorer.tag_counts.items()))
+    with pytest.raises(traitlets.TraitError):
+        explorer.tag_counts = {}

@@ -94,6 +94,9 @@ class Explorer(traitlets.HasTraits, CurationActions, ReplayView, ColorAndSearch)
     #: str : What the points are coloured by (``"label"``, a metadata column or
     #: ``"none"``); a trait that follows ``model.color_column``.  :meth:`color_by` sets it.
     color_column = traitlets.Unicode()
+    #: dict : ``{tag name: number of images}``, read-only; a trait that follows the
+    #: tags (observe it, or ``ipywidgets.dlink`` it to a widget).  :meth:`tag` changes it.
+    tag_counts = traitlets.Dict(read_only=True)
 
     def __init__(self, data, labels=None, metadata=None, *, canvas_width: int = 640,
                  canvas_height: int = 520, hover_radius: float = 6.0, thumb_size: int = 160,
@@ -226,6 +229,12 @@ class Explorer(traitlets.HasTraits, CurationActions, ReplayView, ColorAndSearch)
         model.observe(self._follow_model, ["selection", "color_column"])
         self.selection = model.selection
         self.color_column = model.color_column
+        model.observe(self._follow_tags, "tags_version")
+        self._follow_tags()
+
+    def _follow_tags(self, change=None) -> None:
+        store = self.model.tag_store
+        self.set_trait("tag_counts", {name: int(store.indices(name).size) for name in store.names})
 
     def _follow_model(self, change) -> None:
         setattr(self, change["name"], change["new"])
