@@ -11,16 +11,27 @@ repository, and measures in one run on the same folder:
   training from the store, against the array's own size;
 * a linear extrapolation of ingest time and store size to 1M and 10M images.
 
+``--part memory`` breaks the anonymous memory of training from the store down (each
+configuration in a fresh process, so no allocator state carries over): importing torch
+and the package, building the trainer (network, optimiser, DiskImages), training steps
+(autograd buffers, the augmented batch), the map of stage 1 (128-D output, then its PCA)
+and of stage 3 (2-D); at N = 10k and 100k (rows of the same store) to tell the fixed cost
+from what grows with N.
+
 Usage::
 
-    python benchmarks/ingest.py --n 100000 --size 32 --work /tmp/ingest-bench
+    python benchmarks/ingest.py --n 100000 --size 32 --work /tmp/tsimcne-ingest-bench
+    python benchmarks/ingest.py --part memory --n 100000 --work /tmp/tsimcne-ingest-bench
 """
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -112,13 +123,81 @@ def pil_loop(paths: list[str], size: int) -> np.ndarray:
     return out
 
 
+def memory_one(store: Path, n: int, batch_size: int, steps: int) -> dict:
+    """Anonymous memory (MiB above the mark before the trainer) of training on ``n`` rows."""
+    import torch
+
+    from tsimcne_widgets.engine.schedule import StagePlan
+    from tsimcne_widgets.engine.trainer import Trainer
+
+    mib = 2**20
+    marks = {"torch + package imported (absolute)": rss_anon_bytes() / mib}
+    images = np.load(store, mmap_mode="r")[:n]
+    base = rss_anon_bytes()
+    trainer = Trainer(images, StagePlan.from_total_epochs((1, 1, 1), n, batch_size),
+                      backbone="resnet10", backbone_width=8, hidden_dim=256, device="cpu",
+                      num_threads=1)
+    marks["trainer built (network, DiskImages)"] = (rss_anon_bytes() - base) / mib
+    trainer.enter_stage()  # the first torch optimiser imports torch._dynamo
+    marks["+ first optimiser"] = (rss_anon_bytes() - base) / mib
+    order = torch.randperm(n)
+    with PeakMemory() as peak:
+        for step in range(steps):
+            trainer.train_step(trainer.images[order[step * batch_size:(step + 1) * batch_size]])
+    marks[f"{steps} training steps, peak"] = (peak.peak - base) / mib
+    marks["after the steps"] = (rss_anon_bytes() - base) / mib
+    for stage in (1, 3):
+        if stage == 3:
+            trainer.stage, trainer.epoch = 3, 0
+            trainer.enter_stage()
+        with PeakMemory() as peak:
+            trainer.compute_map()
+        width = trainer.model.out_dim
+        marks[f"stage-{stage} map ({width}-D output), peak"] = (peak.peak - base) / mib
+    marks["at the end"] = (rss_anon_bytes() - base) / mib
+    return marks
+
+
+def memory_table(args) -> None:
+    store = next((args.work / "cache-thread").glob("*/images.npy"))
+    print(f"CPU: {cpu_model()}, load {load_average()}; store {store}")
+    sizes = sorted({min(10_000, args.n), args.n})
+    results = {}
+    for n in sizes:
+        for batch in (64, 256):
+            done = subprocess.run(
+                [sys.executable, __file__, "--part", "memory-one", "--n", str(n), "--batch-size",
+                 str(batch), "--store", str(store), "--steps", str(args.steps)],
+                capture_output=True, text=True, check=True)
+            results[(n, batch)] = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"N={n} B={batch}: {results[(n, batch)]}", flush=True)
+    rows = list(next(iter(results.values())))
+    header = " | ".join(f"N={n:,} B={b}" for n, b in results)
+    print(f"| RssAnon, MiB | {header} |")
+    print("|---" * (len(results) + 1) + "|")
+    for row in rows:
+        print(f"| {row} | " + " | ".join(f"{r[row]:.1f}" for r in results.values()) + " |")
+    print(f"array: {args.n * args.size ** 2 * 3 / 2**20:.0f} MiB at N={args.n:,}, "
+          f"bound a third: {args.n * args.size ** 2 * 3 / 3 / 2**20:.0f} MiB; load {load_average()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--work", type=Path, default=Path("/tmp/tsimcne-ingest-bench"))
     parser.add_argument("--train-seconds", type=float, default=20.0)
+    parser.add_argument("--part", choices=("all", "memory", "memory-one"), default="all")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--store", type=Path)
+    parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
+    if args.part == "memory-one":
+        print(json.dumps(memory_one(args.store, args.n, args.batch_size, args.steps)))
+        return
+    if args.part == "memory":
+        memory_table(args)
+        return
 
     import torch
 

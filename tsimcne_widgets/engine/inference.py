@@ -106,7 +106,7 @@ def embed(
     if mixed_precision is None:
         mixed_precision = uses_mixed_precision(device)
     to_float = Augmenter(tuple(image_size)).to_float
-    outputs = []
+    outputs = None  # filled in place: a list of chunks and their cat would double the peak
     was_training = model.training
     model.eval()
     try:
@@ -114,9 +114,12 @@ def embed(
             for start in range(0, images.shape[0], batch_size):
                 chunk = images[start:start + batch_size].to(device, non_blocking=True)
                 views = to_float(chunk, channels_last=bool(channels_last))
-                outputs.append(project(model, views, mixed_precision=mixed_precision))
+                out = project(model, views, mixed_precision=mixed_precision)
+                if outputs is None:
+                    outputs = out.new_empty((images.shape[0], out.shape[1]))
+                outputs[start:start + out.shape[0]] = out
     finally:
         model.train(was_training)
-    if not outputs:
+    if outputs is None:
         return torch.empty((0, model.out_dim), device=device)
-    return torch.cat(outputs)
+    return outputs

@@ -55,16 +55,22 @@ def pca_2d(output: torch.Tensor, previous: np.ndarray | None = None) -> np.ndarr
     Each axis's sign is chosen to agree with ``previous`` (the last frame), so the
     provisional map does not flip between frames.  Outputs narrower than 2 are padded.
     """
-    z = output.detach().to(torch.float64)
-    z = z - z.mean(dim=0, keepdim=True)
-    if z.shape[1] <= 2:
-        xy = torch.nn.functional.pad(z, (0, 2 - z.shape[1]))
+    # float64 arithmetic a chunk of rows at a time: a float64 copy of a whole (N, 128)
+    # output would cost twice the output itself (100 MB more at 100k images).
+    chunks = output.detach().split(4096)
+    mean = sum(c.to(torch.float64).sum(0) for c in chunks) / max(output.shape[0], 1)
+    if output.shape[1] <= 2:
+        top = torch.eye(output.shape[1], 2, dtype=torch.float64, device=output.device)
     else:
         # eigh of the D x D covariance: cheaper than an SVD of N x D and free of the
         # global RNG that torch.pca_lowrank would consume.
-        _, vectors = torch.linalg.eigh(z.T @ z)
-        xy = z @ vectors[:, -2:].flip(1)
-    xy = xy.cpu().numpy().astype(np.float32)
+        centred = (c.to(torch.float64) - mean for c in chunks)
+        _, vectors = torch.linalg.eigh(sum(c.T @ c for c in centred))
+        top = vectors[:, -2:].flip(1)
+    xy = torch.empty((output.shape[0], 2), dtype=torch.float32, device=output.device)
+    for start, c in zip(range(0, output.shape[0], 4096), chunks):
+        xy[start:start + c.shape[0]] = (c.to(torch.float64) - mean) @ top
+    xy = xy.cpu().numpy()
     if previous is not None and previous.shape == xy.shape:
         signs = np.where((xy * previous).sum(axis=0) < 0, -1.0, 1.0).astype(np.float32)
         xy *= signs
