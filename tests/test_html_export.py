@@ -47,19 +47,17 @@ def _decode(value):
     return np.asarray(value, dtype=object)
 
 
-def _source_columns(page: str) -> dict[str, np.ndarray]:
-    """The scatter's ColumnDataSource, read back from the document JSON in the page."""
+def _sources(page: str) -> list[dict[str, np.ndarray]]:
+    """Every ColumnDataSource's columns, read back from the document JSON in the page."""
     blob = re.search(r'<script type="application/json"[^>]*>(.*?)</script>', page, re.S).group(1)
     doc = json.loads(html.unescape(blob))
-    found = {}
+    found = []
 
     def walk(node):
         if isinstance(node, dict):
             if node.get("name") == "ColumnDataSource":
                 entries = node["attributes"]["data"]["entries"]
-                columns = {k: _decode(v) for k, v in entries}
-                if "thumb" in columns:
-                    found.update(columns)
+                found.append({k: _decode(v) for k, v in entries})
             for child in node.values():
                 walk(child)
         elif isinstance(node, list):
@@ -67,8 +65,31 @@ def _source_columns(page: str) -> dict[str, np.ndarray]:
                 walk(child)
 
     walk(doc)
-    assert found, "no ColumnDataSource with thumbnails in the page"
     return found
+
+
+def _source_columns(page: str) -> dict[str, np.ndarray]:
+    """The points source lib_map.js reads (coordinates, and the columns of the CSV)."""
+    points = [c for c in _sources(page) if "index" in c and "label" in c]
+    assert len(points) == 1, "no single points ColumnDataSource in the page"
+    return points[0]
+
+
+def _atlas(page: str) -> list[tuple[np.ndarray, dict]]:
+    """The embedded sprite sheets, page by page: (decoded sheet, info)."""
+    atlas = [c for c in _sources(page) if "sheet" in c]
+    assert len(atlas) == 1, "no atlas ColumnDataSource in the page"
+    pages = []
+    for number, (uri, info) in enumerate(zip(atlas[0]["sheet"], atlas[0]["info"])):
+        assert int(atlas[0]["page"][number]) == number
+        raw = base64.b64decode(uri.split(",", 1)[1])
+        pages.append((np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")), json.loads(info)))
+    return pages
+
+
+def _cell(sheet: np.ndarray, info: dict, k: int) -> np.ndarray:
+    c = info["cell"]
+    return sheet[c * (k // 8):c * (k // 8 + 1), c * (k % 8):c * (k % 8 + 1)]
 
 
 def test_page_is_self_contained_and_holds_the_data(tmp_path, small_map):
@@ -86,14 +107,20 @@ def test_page_is_self_contained_and_holds_the_data(tmp_path, small_map):
     np.testing.assert_allclose(columns["y"], xy[:, 1])
     assert columns["label"].tolist() == labels.tolist()
     assert columns["meta_0"].tolist() == [ATTRIBUTE_BREAKER] * n
-    for i in (0, 17, n - 1):
-        uri = columns["thumb"][i]
-        assert uri.startswith("data:image/png;base64,")
-        thumb = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
-        # 8x8 images are stored at their own size; the browser enlarges them.
-        np.testing.assert_array_equal(thumb, images[i])
+    # Every thumbnail is embedded up front (no kernel to ask): 60 images, one page of 64.
+    (sheet, info), = _atlas(page)
+    assert info["cell"] == 8
+    for k in (0, 17, n - 1):
+        # 8x8 images are stored at their own size, pixel for pixel; the browser enlarges them.
+        np.testing.assert_array_equal(_cell(sheet, info, k), images[k])
+    assert info["labels"] == labels.tolist() and info["index"] == list(range(n))
+    # Raw text in the data: lib_map.js escapes it when it builds the card.
+    assert info["meta"][5] == [["source", ATTRIBUTE_BREAKER], ["odd}name<b>", "5"]]
     assert "Copy indices" in page and "Download CSV" in page
-    assert "LassoSelectTool" in page and "BoxSelectTool" in page and "HoverTool" in page
+    doc = re.search(r'<script type="application/json"[^>]*>(.*?)</script>', page, re.S).group(1)
+    # The live map's lib_map.js answers hover and selection, not Bokeh's tooltip.
+    assert "LassoSelectTool" in doc and "BoxSelectTool" in doc and "HoverTool" not in doc
+    assert "onMapEvent" in doc and "static" in doc
 
 
 def test_text_is_escaped_everywhere(tmp_path, small_map):
@@ -103,7 +130,7 @@ def test_text_is_escaped_everywhere(tmp_path, small_map):
     assert SCRIPT_LABEL not in page
     assert ATTRIBUTE_BREAKER not in page
     assert "<img src=x" not in page
-    assert "odd}name<b>" not in page  # a metadata column name is text in the tooltip
+    assert "odd}name<b>" not in page  # a metadata column name is text on the card
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     # No field is marked {safe}, which is what would make Bokeh insert raw HTML.
     assert "{safe}" not in page
@@ -119,6 +146,10 @@ def test_large_maps_are_a_stated_random_sample(tmp_path):
     shown = _source_columns(page)["index"].astype(int)
     assert len(set(shown)) == 40 and shown.tolist() == sorted(shown)
     np.testing.assert_allclose(_source_columns(page)["x"], xy[shown, 0])
+    # The card shows the image's row in the full data (not its place in the sample).
+    (sheet, info), = _atlas(page)
+    assert info["index"] == shown.tolist()
+    np.testing.assert_array_equal(_cell(sheet, info, 7), images[shown[7]])
     again = _source_columns(to_html(tmp_path / "b.html", xy, None, images,
                                     max_points=40).read_text())["index"]
     other = _source_columns(to_html(tmp_path / "c.html", xy, None, images, max_points=40,
@@ -151,70 +182,116 @@ def test_refuses_existing_file_and_bad_input(tmp_path, small_map):
 def test_works_without_images_or_labels(tmp_path):
     xy = np.random.default_rng(0).normal(size=(10, 2))
     page = to_html(tmp_path / "m.html", xy, None, None).read_text()
-    assert _source_columns(page)["thumb"].tolist() == [""] * 10
+    (sheet, info), = _atlas(page)
+    assert info["cell"] == 1 and info["labels"] is None and info["index"] == list(range(10))
+    assert _source_columns(page)["label"].tolist() == [""] * 10
+
+
+def _launch(sync_api, p):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    return p.chromium.launch(executable_path=chromium, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"])
+
+
+# Screen position of data point (x, y), from the plot view's own scales.
+_TO_SCREEN = """([x, y]) => {
+  for (const v of Bokeh.index.all_views()) {
+    if (!v.frame) continue;
+    const r = v.canvas_view.el.getBoundingClientRect();
+    return [r.left + v.frame.x_scale.compute(x), r.top + v.frame.y_scale.compute(y)];
+  } }"""
 
 
 @pytest.mark.browser
 def test_page_in_headless_chromium(tmp_path, small_map):
-    """Hover shows the thumbnail with escaped text, a lasso selects, nothing runs injected
-    markup, and the page makes no network request."""
+    """The live map's browser code runs in the page without a kernel: hover shows the
+    point's image and escaped texts on lib_map's card, a mouse lasso selects the points
+    inside, shift-drag adds, Esc clears, Ctrl+Z undoes, the CSV has exactly the selection,
+    nothing runs injected markup and the page makes no network request."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium not installed (apt-get install chromium)")
     xy, labels, images, metadata = small_map
     out = to_html(tmp_path / "map.html", xy, labels, images, metadata=metadata)
-    tooltip_js = """() => { const out = [];
-      const walk = (n) => { if (n.shadowRoot) walk(n.shadowRoot);
-        for (const c of n.children || []) walk(c);
-        if (n.classList && n.classList.contains('bk-tooltip-content')) out.push(n.innerHTML); };
-      walk(document.body); return out.join(''); }"""
-    text_js = """() => { const out = [];
-      const walk = (n) => { if (n.shadowRoot) walk(n.shadowRoot);
-        for (const c of n.children || []) walk(c);
-        if (n.classList && n.classList.contains('bk-clearfix')) out.push(n.innerText); };
-      walk(document.body); return out.join('|'); }"""
+    # Preconditions of the lassos below: the square holds the first cluster, the second
+    # lies apart, and a circle around point 30 holds four points with room to spare.
+    square = [(2.6, 2.6), (8.1, 2.6), (8.1, 8.15), (2.6, 8.15), (2.6, 2.6)]
+    assert 2.6 < xy[:30].min() and xy[:30, 0].max() < 8.1 and xy[:30, 1].max() < 8.15
+    assert np.minimum(xy[30:, 0], xy[30:, 1]).max() < 2.6 - 0.3
+    near_30 = np.linalg.norm(xy - xy[30], axis=1)
+    added = sorted(np.flatnonzero(near_30 < 0.6).tolist())
+    assert added == [30, 41, 46, 51] and np.sort(near_30)[4] > 0.75
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run"])
+        browser = _launch(sync_api, p)
         try:
-            page = browser.new_page(viewport={"width": 1000, "height": 800})
-            problems, requests = [], []
+            page = browser.new_page(viewport={"width": 1100, "height": 800}, accept_downloads=True)
+            problems, blocked = [], []
             page.on("pageerror", lambda e: problems.append(str(e)))
             page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
-            page.on("request", lambda r: requests.append(r.url))
+
+            def only_local(route):
+                if route.request.url.startswith(("file:", "data:", "blob:")):
+                    route.continue_()
+                else:
+                    blocked.append(route.request.url)
+                    route.abort()
+
+            page.route("**/*", only_local)
             page.goto(out.as_uri())
             page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0")
             page.wait_for_timeout(500)
-            box = page.locator("canvas").first.bounding_box()
-            # Where point 0 is on screen, from the plot view's own scales.
-            spot = page.evaluate(f"""() => {{
-              for (const v of Bokeh.index.all_views()) {{
-                if (!v.frame) continue;
-                const r = v.canvas_view.el.getBoundingClientRect();
-                return [r.left + v.frame.x_scale.compute({xy[0, 0]}),
-                        r.top + v.frame.y_scale.compute({xy[0, 1]})];
-              }} }}""")
-            page.mouse.move(spot[0] - 30, spot[1] - 30)
-            page.mouse.move(spot[0], spot[1], steps=3)
-            page.wait_for_timeout(200)
-            tooltip = page.evaluate(tooltip_js)
-            assert "data:image/png;base64," in tooltip and ">#0<" in tooltip
-            assert "&lt;img src=x onerror=alert(1)&gt;" in tooltip
-            assert "odd}name&lt;b&gt;" in tooltip
-            # Lasso the whole plot area: every point gets selected.
-            x0, y0, w, h = box["x"], box["y"], box["width"], box["height"]
-            corners = [(5, 35), (w - 5, 35), (w - 5, h - 5), (5, h - 5), (5, 36)]
-            page.mouse.move(x0 + corners[0][0], y0 + corners[0][1])
-            page.mouse.down()
-            for cx, cy in corners[1:]:
-                page.mouse.move(x0 + cx, y0 + cy, steps=8)
-            page.mouse.up()
-            page.wait_for_timeout(300)
-            assert f"{len(xy)} selected" in page.evaluate(text_js)
-            assert problems == []
-            assert [u for u in requests if not u.startswith(("file:", "data:", "blob:"))] == []
+            count = page.locator(".tsw-map-count")
+            assert count.inner_text() == "0 selected"
+
+            def screen(x, y):
+                return page.evaluate(_TO_SCREEN, [float(x), float(y)])
+
+            # Hover point 2, whose label is a <script> tag.
+            sx, sy = screen(*xy[2])
+            page.mouse.move(sx - 40, sy - 40)
+            page.mouse.move(sx, sy, steps=4)
+            card = page.locator(".tsw-client-card")
+            card.wait_for(timeout=5000)
+            assert card.get_attribute("data-index") == "2"
+            text = card.inner_text()
+            assert SCRIPT_LABEL in text and "#2" in text  # shown as text...
+            assert ATTRIBUTE_BREAKER in text and "odd}name<b>: 2" in text
+            assert card.locator("script").count() == 0  # ...never run as markup
+            assert card.locator("img").count() == 1 and card.locator("b").count() == 1
+            # The picture is image 2, enlarged 12x from 8 px: sample each source pixel.
+            picture = Image.open(io.BytesIO(card.locator(".tsimcne-hover > div").first
+                                            .screenshot())).convert("RGB")
+            assert picture.size[0] == 96 and picture.size[1] in (96, 97)  # subpixel top
+            shown = np.asarray(picture)[6::12, 6::12].astype(int)
+            assert np.abs(shown - images[2]).max() <= 2
+
+            def lasso(corners, shift=False):
+                ring = [screen(*point) for point in corners]
+                page.mouse.move(*ring[0])
+                if shift:
+                    page.keyboard.down("Shift")
+                page.mouse.down()
+                for point in ring[1:]:
+                    page.mouse.move(*point, steps=4)
+                page.mouse.up()
+                if shift:
+                    page.keyboard.up("Shift")
+
+            lasso(square)
+            count.filter(has_text="30 selected").wait_for(timeout=5000)
+            lasso([xy[30] + 0.65 * np.array([np.cos(a), np.sin(a)])
+                   for a in np.linspace(0, 2 * np.pi, 25)], shift=True)
+            count.filter(has_text="34 selected").wait_for(timeout=5000)
+            page.keyboard.press("Escape")
+            count.filter(has_text="0 selected").wait_for(timeout=5000)
+            page.keyboard.press("Control+z")
+            count.filter(has_text="34 selected").wait_for(timeout=5000)
+            with page.expect_download() as download:
+                page.get_by_role("button", name="Download CSV").click()
+            table = pd.read_csv(download.value.path())
+            assert table["index"].tolist() == list(range(30)) + added
+            assert problems == [] and blocked == []
         finally:
             browser.close()
 
@@ -228,11 +305,14 @@ def test_thumbnails_use_larger_source_files(tmp_path, image_writer):
     page = to_html(tmp_path / "m.html", rng.normal(size=(3, 2)), None, images, paths=paths,
                    thumb_size=32).read_text()
 
-    def size_of(uri):
-        return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).size
-
-    thumbs = _source_columns(page)["thumb"]
-    assert [size_of(u) for u in thumbs] == [(32, 32), (8, 8), (8, 8)]
+    (sheet, info), = _atlas(page)
+    assert info["cell"] == 32  # the display size, since one source file has more detail
+    from_file = np.asarray(Image.open(big).convert("RGB").resize((32, 32), Image.LANCZOS))
+    assert np.abs(_cell(sheet, info, 0).astype(int) - from_file).mean() < 8
+    enlarged = np.repeat(np.repeat(images, 4, axis=1), 4, axis=2)
+    assert np.abs(_cell(sheet, info, 0).astype(int) - enlarged[0]).mean() > 30
+    for k in (1, 2):  # no larger file: the array itself, with sharp pixels
+        np.testing.assert_array_equal(_cell(sheet, info, k), enlarged[k])
 
 
 def test_many_labels_skip_the_legend_and_say_so(tmp_path):
@@ -248,9 +328,6 @@ def test_csv_download_neutralises_spreadsheet_formulas(tmp_path):
     """Text cells a spreadsheet would run (=, +, -, @, tab, CR first) get a leading
     quote in the page's CSV download; numbers, negative ones included, stay numbers."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium not installed (apt-get install chromium)")
     hyperlink = '=HYPERLINK("http://x","y")'
     xy = np.array([[-1.5, 2.0], [0.25, -3.0], [4.0, 5.0], [-2.0, -0.5]])
     labels = [hyperlink, "-2+3", "cat", "@SUM(A1)"]
@@ -259,16 +336,14 @@ def test_csv_download_neutralises_spreadsheet_formulas(tmp_path):
                              "=cmd()": ["a", "b", "c", "d"]})
     out = to_html(tmp_path / "map.html", xy, labels, None, metadata=metadata)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run"])
+        browser = _launch(sync_api, p)
         try:
             page = browser.new_page(accept_downloads=True)
             page.goto(out.as_uri())
             page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0")
             page.evaluate("""() => {
               for (const m of Bokeh.documents[0].all_models) {
-                if (m.data && m.data.thumb) m.selected.indices = [0, 1, 2, 3];
+                if (m.data && m.data.label) m.selected.indices = [0, 1, 2, 3];
               } }""")
             with page.expect_download() as download:
                 page.get_by_role("button", name="Download CSV").click()

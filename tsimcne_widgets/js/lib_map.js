@@ -14,7 +14,10 @@
 //   card      Div: the hover card;  info: Div with the count and the help line
 //   ring      ColumnDataSource {x, y, index}: the focused image's point, set by the kernel
 //             (MapClient.focus); Delete/Backspace over the map removes it from the selection
-//   x_range, y_range, params {width, height, radius, thumb, page_size, cols, help}
+//   x_range, y_range, params {width, height, radius, thumb, page_size, cols, help, static}
+// params.static (the HTML export, render/html.py): no kernel.  Every atlas page is there
+// from the start, nothing is sent on `channel`, and the selection lives here only: it is
+// mirrored into points.selected.indices, which the page's copy/download buttons read.
 // State lives on window, one entry per map, so it survives between callbacks.
 
 const maps = (window.__tswMaps = window.__tswMaps || new Map());
@@ -186,7 +189,7 @@ function cardHtml(i) {
       `<img src="${esc(url)}" alt="" style="position:absolute;left:${left}px;top:${top}px;` +
       `width:${info.w * scale}px;height:${info.h * scale}px;max-width:none;image-rendering:pixelated"></div>`;
     if (info.labels != null && info.labels[k] != null) lines.push(`<div><b>${esc(info.labels[k])}</b></div>`);
-    lines.push(`<div style="color:#666">#${i}</div>`);
+    lines.push(`<div style="color:#666">#${info.index != null ? info.index[k] : i}</div>`);
     for (const [key, value] of info.meta[k] || []) lines.push(`<div>${esc(key)}: ${esc(value)}</div>`);
   }
   if (assets === null) lines.push(`<div style="color:#666">#${i}</div>`);
@@ -237,11 +240,13 @@ function showSelection(sel) {
     for (let k = 0; k < sel.length; k++) { hx[k] = xs[sel[k]]; hy[k] = ys[sel[k]]; }
   }
   highlight.data = {x: hx, y: hy};
+  if (params.static) points.selected.indices = Array.from(sel);
   info.text = `<span class="tsw-map-count">${sel.length.toLocaleString('en')} selected</span>` +
     ` <span style="color:#777">· ${params.help}</span>`;
 }
 
 function send(action, indices, polygon) {
+  if (params.static) return;
   st.seq += 1;
   channel.data = {seq: [st.seq], action: [action], indices: [Array.from(indices)],
                   px: [polygon ? Array.from(polygon[0]) : []],

@@ -19,28 +19,18 @@ free.  Larger maps keep the kernel path of :class:`~tsimcne_widgets.widget.canva
 
 from __future__ import annotations
 
-import base64
-import io
-import json
 from collections.abc import Callable
 
 import numpy as np
-from bokeh.models import ColumnDataSource, CustomJS, Div
+from bokeh.models import ColumnDataSource, Div
 
-from tsimcne_widgets.js import load_js
+from tsimcne_widgets.render.atlas import (COLUMNS, HELP, META_LINES, PAGE_SIZE, atlas_rows,
+                                          encode_page, map_callback, wire_map_events)
 
 __all__ = ["MapClient", "CLIENT_MAX_POINTS", "PAGE_SIZE", "HELP", "RING_COLOR"]
 
 # Above this many points the kernel answers hover and selection (see benchmarks/browser.py).
 CLIENT_MAX_POINTS = 200_000
-PAGE_SIZE = 64
-_COLUMNS = 8
-_MAX_CELL = 96
-# Small images are shown enlarged with sharp pixels: lossy sheets would blur them.
-_LOSSLESS_CELL = 32
-_META_LINES = 8
-HELP = ("drag: lasso · shift+drag add · alt+drag subtract · click: pick · "
-        "double-click: zoom to selection · Esc clear · Ctrl/⌘+Z undo · Del remove ringed")
 # The ring around the focused point: a white halo under a magenta line shows on any colour.
 RING_COLOR = "#d6007e"
 # Events the kernel handles only when it answers hover and selection itself.
@@ -127,33 +117,20 @@ class MapClient:
             figure.scatter("x", "y", source=self.ring, size=20, fill_alpha=0,
                            line_color=color, line_width=width)
         self.params = {"width": int(width), "height": int(height), "radius": float(hover_radius),
-                       "thumb": self.thumb_size, "page_size": PAGE_SIZE, "cols": _COLUMNS,
+                       "thumb": self.thumb_size, "page_size": PAGE_SIZE, "cols": COLUMNS,
                        "border": int(border), "card_style": dict(card_style),
                        "meta_lines": 0, "help": HELP}
-        self._callbacks: list[CustomJS] = []
+        self._callbacks: list = []  # CustomJS callbacks running lib_map.js
         args = {"points": self.points, "highlight": self.highlight, "atlas": self.atlas,
                 "channel": self.channel, "sync": self.sync, "card": card, "info": self.info,
                 "ring": self.ring,
                 "x_range": figure.x_range, "y_range": figure.y_range}
-        library = load_js("lib_map.js")
-
-        def callback(kind: str) -> CustomJS:
-            made = CustomJS(args=dict(args, params=self.params),
-                            code=f"{library}\nonMapEvent({kind!r}, cb_obj);")
-            self._callbacks.append(made)
-            return made
-
-        for event, kind in (("mousemove", "move"), ("mouseenter", "move"),
-                            ("mouseleave", "leave"), ("panstart", "panstart"),
-                            ("panend", "panend"), ("selectiongeometry", "geometry"),
-                            ("tap", "tap"), ("doubletap", "doubletap")):
-            figure.js_on_event(event, callback(kind))
-        self.points.js_on_change("data", callback("points"))
-        self.sync.js_on_change("data", callback("sync"))
-        self.atlas.js_on_change("streaming", callback("atlas"))
-        self.atlas.js_on_change("data", callback("atlas"))
-        for axis in (figure.x_range, figure.y_range):
-            axis.js_on_change("end", callback("range"))
+        args = dict(args, params=self.params)
+        wire_map_events(figure, args, self._callbacks)
+        self.points.js_on_change("data", map_callback("points", args, self._callbacks))
+        self.sync.js_on_change("data", map_callback("sync", args, self._callbacks))
+        for change in ("streaming", "data"):
+            self.atlas.js_on_change(change, map_callback("atlas", args, self._callbacks))
         handle = guard(self._message)
         self.channel.on_change("data", lambda attr, old, new: handle(new))
 
@@ -181,7 +158,7 @@ class MapClient:
             raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
         self.images, self.labels, self.metadata = images, labels, metadata
         self.thumb_size = int(thumb_size)
-        meta_lines = 0 if metadata is None else min(len(metadata.columns), _META_LINES)
+        meta_lines = 0 if metadata is None else min(len(metadata.columns), META_LINES)
         self._set_params(thumb=self.thumb_size, meta_lines=meta_lines)
         self._pages_sent.clear()
         self.atlas.data = {"page": [], "sheet": [], "info": []}
@@ -317,64 +294,11 @@ class MapClient:
         fresh = sorted({int(p) for p in pages if 0 <= int(p) < n_pages} - self._pages_sent)
         if not fresh:
             return
-        rows = {"page": [], "sheet": [], "info": []}
-        for page in fresh:
-            sheet, info = self.encode_page(page)
-            rows["page"].append(page)
-            rows["sheet"].append(sheet)
-            rows["info"].append(json.dumps(info))
-            self._pages_sent.add(page)
-        self.atlas.stream(rows)
+        self.atlas.stream(atlas_rows(self.images, fresh, labels=self.labels,
+                                     metadata=self.metadata))
+        self._pages_sent.update(fresh)
 
     def encode_page(self, page: int) -> tuple[str, dict]:
-        """Sprite sheet (data URI) and texts of images ``page * PAGE_SIZE ...``.
-
-        Returns
-        -------
-        sheet : str
-            ``data:image/png`` (cells up to 32 px, exact pixels) or ``data:image/webp``.
-        info : dict
-            ``cell`` (cell size in px), ``w``, ``h`` (sheet size), ``labels`` and
-            ``meta`` (per image, a list of [key, value] text pairs).
-        """
-        from PIL import Image
-
-        first = int(page) * PAGE_SIZE
-        chunk = self.images[first:first + PAGE_SIZE]
-        cell = int(min(max(self.images.shape[1:3]), _MAX_CELL))
-        rows_used = -(-len(chunk) // _COLUMNS)
-        sheet = Image.new("RGB", (_COLUMNS * cell, rows_used * cell), (238, 238, 238))
-        for k, array in enumerate(chunk):
-            image = Image.fromarray(np.ascontiguousarray(array))
-            if max(image.size) > cell:
-                image.thumbnail((cell, cell), Image.Resampling.LANCZOS)
-            sheet.paste(image, ((k % _COLUMNS) * cell, (k // _COLUMNS) * cell))
-        buffer = io.BytesIO()
-        if cell <= _LOSSLESS_CELL:
-            sheet.save(buffer, format="PNG", compress_level=1)
-            kind = "png"
-        else:
-            sheet.save(buffer, format="WEBP", quality=82)
-            kind = "webp"
-        uri = f"data:image/{kind};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-        span = range(first, first + len(chunk))
-        labels = None if self.labels is None else [_text(self.labels[i]) for i in span]
-        meta = [[] for _ in span]
-        if self.metadata is not None and len(self.metadata.columns):
-            columns = list(self.metadata.columns)[:_META_LINES]
-            block = self.metadata.iloc[first:first + len(chunk)][columns]
-            meta = [[[str(key), _text(value)] for key, value in zip(columns, row)]
-                    for row in block.itertuples(index=False, name=None)]
-        return uri, {"cell": cell, "w": sheet.width, "h": sheet.height,
-                     "labels": labels, "meta": meta}
-
-
-def _text(value) -> str | None:
-    if value is None:
-        return None
-    try:
-        if value != value:  # NaN
-            return None
-    except (TypeError, ValueError):
-        pass
-    return str(value)
+        """Sprite sheet (data URI) and texts of images ``page * PAGE_SIZE ...``
+        (:func:`tsimcne_widgets.render.atlas.encode_page`)."""
+        return encode_page(self.images, page, labels=self.labels, metadata=self.metadata)
