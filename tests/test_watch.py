@@ -78,6 +78,11 @@ def test_explorer_follows_a_train_process_and_curates_after_it(tmp_path, folder)
     try:
         explorer = Explorer.watch(snaps, folder, interval=0.05)
         assert explorer.state == "starting"  # nothing written yet: the run is importing torch
+        # The run is controlled where it runs: no Start/Pause/budget here, Stop stops watching.
+        c = explorer.controls
+        assert {w.layout.display for w in (c.start, c.pause, c.unpause_resume, c.budget_kind,
+                                           c.budget_minutes, c.budget_epochs)} == {"none"}
+        assert c.stop.description == "Stop watching" and c.stop.layout.display != "none"
         seen = []
         deadline = time.monotonic() + 300
         while process.poll() is None and time.monotonic() < deadline:

@@ -103,6 +103,7 @@ class ControlPanel:
         time_budget: float | None,
         total_epochs: int,
     ) -> None:
+        self._watching = False
         self.start = widgets.Button(description="Start", icon="play", button_style="success",
                                     layout=_BUTTON, tooltip="Train a new map")
         self.pause = widgets.Button(description="Pause", icon="pause", layout=_BUTTON)
@@ -175,7 +176,20 @@ class ControlPanel:
         self._sync_budget_visibility()
         self.budget_kind.observe(lambda change: self._sync_budget_visibility(), names="value")
 
+    def watching(self) -> None:
+        """Show the controls of a run that trains elsewhere: no Start, Pause, Unpause or
+        budget (the run is controlled where it runs); Stop stops watching."""
+        self._watching = True
+        for widget in (self.start, self.pause, self.unpause_resume, self.budget_kind,
+                       self.budget_minutes, self.budget_epochs):
+            # A fresh Layout: the buttons share one (hiding it would hide Stop too).
+            widget.layout = widgets.Layout(display="none")
+        self.stop.description = "Stop watching"
+        self.stop.tooltip = "Stop following the snapshot folder (the run goes on)"
+
     def _sync_budget_visibility(self) -> None:
+        if self._watching:
+            return
         by_time = self.budget_kind.value == _BUDGET_TIME
         self.budget_minutes.layout.display = None if by_time else "none"
         self.budget_epochs.layout.display = "none" if by_time else None

@@ -451,6 +451,7 @@ class Explorer(traitlets.HasTraits, CurationActions, ReplayView, ColorAndSearch)
         session = WatchedSession(folder, explorer.image_set, explorer.replay, interval)
         session.on_update = explorer._scheduler.submit
         explorer.training = session.begin()
+        explorer.controls.watching()
         explorer._update_training_ui(None)
         return explorer
 
