@@ -34,8 +34,8 @@ NARROW_TESTS ?= tests/test_memory_layout.py
 
 test: $(STAMP) browser
 	@status=0; \
-	echo "$(PY) -m pytest -q -ra"; \
-	$(PY) -m pytest -q -ra || status=$$?; \
+	echo "$(PY) -m pytest -q -ra --durations=25"; \
+	$(PY) -m pytest -q -ra --durations=25 || status=$$?; \
 	echo "ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest -q -ra -m narrow_conv"; \
 	ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest -q -ra -m narrow_conv; narrow=$$?; \
 	if [ $$narrow -eq 5 ] && [ ! -e "$(NARROW_TESTS)" ]; then \
