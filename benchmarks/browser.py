@@ -13,7 +13,8 @@ answer is in the DOM:
   "N selected" (``.tsw-map-count``); "not drawn" counts drags BokehJS took as a press
   (pointer within 5 px for 300 ms, which happens when the machine is loaded);
 * **wheel → raster**: one wheel notch, to the first frame after the kernel's new raster
-  arrived (the raster's ColumnDataSource changed).
+  arrived (the raster's ColumnDataSource changed); from a kernel that has finished the
+  lasso's updates (``--wheel-after-lasso``: at once, while it still works on them).
 
 Each in three kernel states: **idle**; **training** (``explorer.start()``, 2k points only:
 the training thread then streams maps); **sleeping** (another cell runs ``time.sleep``).
@@ -42,7 +43,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from tests.e2e.jupyter import LabPage, LabServer, chromium  # noqa: E402
 from tests.e2e.mapclient import MapPage, card_test, count_test, write_notebook  # noqa: E402
 
-_JS_RASTER_WATCH = """
+JS_RASTER_WATCH = """
 (figureId) => {
   for (const view of window.Bokeh.index) {
     if (view.model.id !== figureId || !view.el.isConnected) continue;
@@ -139,7 +140,7 @@ def _wheel_to_raster(m: MapPage, frame, rng) -> float:
     page = m.page
     page.mouse.move(frame["x"] + frame["width"] * rng.uniform(0.4, 0.6),
                     frame["y"] + frame["height"] * rng.uniform(0.4, 0.6))
-    assert page.evaluate(_JS_RASTER_WATCH, m.figure_id)
+    assert page.evaluate(JS_RASTER_WATCH, m.figure_id)
     m.watch("return false;")  # only to record the wheel event's time
     page.mouse.wheel(0, float(rng.choice([-100, 100])))
     deadline = time.monotonic() + 15
@@ -153,7 +154,8 @@ def _wheel_to_raster(m: MapPage, frame, rng) -> float:
     raise TimeoutError("no raster after the wheel")
 
 
-def measure(lab: LabPage, n: int, repeats: int, states, root: Path) -> list[tuple]:
+def measure(lab: LabPage, n: int, repeats: int, states, root: Path,
+            wheel_after_lasso: bool = False) -> list[tuple]:
     name = f"bench-{n}.ipynb"
     write_notebook(root / name, n)
     lab.open_notebook(name)
@@ -177,6 +179,12 @@ def measure(lab: LabPage, n: int, repeats: int, states, root: Path) -> list[tupl
             sweep.append(_sweep_to_card(m, sample, frame, rng, any_card=state == "training"))
             lasso.append(_lasso_to_count(m, sample, frame, rng))
             if state != "sleeping":  # a sleeping kernel cannot redraw: nothing to time
+                # The lasso's aftermath (gallery, table, highlighted raster) keeps the
+                # kernel busy for a while: time the wheel from a kernel that answers
+                # ("idle"), or that only trains.  `--wheel-after-lasso` times it at once.
+                if not wheel_after_lasso:
+                    m.kernel("1")
+                    time.sleep(0.3)
                 wheel.append(_wheel_to_raster(m, frame, rng))
                 m.kernel("explorer.canvas.reset_view()")
                 time.sleep(0.5)  # its raster arrives before the next wheel
@@ -198,6 +206,8 @@ def main(argv=None) -> int:
     parser.add_argument("--states", nargs="+", default=["idle", "training", "sleeping"])
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--out", type=Path, help="write a Markdown table here")
+    parser.add_argument("--wheel-after-lasso", action="store_true",
+                        help="wheel right after the lasso's count shows, kernel still busy")
     args = parser.parse_args(argv)
     import torch
 
@@ -213,7 +223,7 @@ def main(argv=None) -> int:
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         lab = LabPage(context.new_page(), server, work / "artifacts")
         for n in args.sizes:
-            rows += measure(lab, n, args.repeats, args.states, root)
+            rows += measure(lab, n, args.repeats, args.states, root, args.wheel_after_lasso)
     if args.out:
         lines = [f"# Browser latency ({time.strftime('%Y-%m-%d')})", "", header, "",
                  "| points | kernel | sweep → card | lasso → count | wheel → raster |",
