@@ -137,6 +137,6 @@ def test_make_test_runs_narrow_conv_tests_again_with_avx2(
     if expected:
         assert f"Error {expected}" in result.stderr, output
     assert log.read_text().splitlines() == [
-        "native -m pytest -q -ra",
+        "native -m pytest -q -ra --durations=25",
         "AVX2 -m pytest -q -ra -m narrow_conv",
     ], output
