@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import socket
 import time
 
 import numpy as np
@@ -21,12 +20,6 @@ import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
 TIMEOUT_S = 60  # the collectives' timeout: a hang would last this long
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
@@ -62,8 +55,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         json.dump(outcome, handle)
 
 
-def test_out_of_memory_in_one_process_fails_every_process(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+def test_out_of_memory_in_one_process_fails_every_process(tmp_path, free_port):
+    mp.spawn(_worker, args=(2, free_port, str(tmp_path)), nprocs=2, join=True)
     failed = json.loads((tmp_path / "rank1.json").read_text())
     other = json.loads((tmp_path / "rank0.json").read_text())
     assert failed["state"] == other["state"] == "failed"

@@ -10,7 +10,6 @@ the uninterrupted run.
 from __future__ import annotations
 
 import shutil
-import socket
 
 import numpy as np
 import pytest
@@ -22,12 +21,6 @@ import torch.multiprocessing as mp  # noqa: E402
 EPOCHS = [2, 1, 2]
 BATCH = 8
 N = 24
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _images() -> np.ndarray:
@@ -67,7 +60,7 @@ def _pair_worker(rank: int, world: int, port: int, folder: str) -> None:
         dist.destroy_process_group()
 
 
-def test_resume_with_a_different_number_of_processes(tmp_path):
+def test_resume_with_a_different_number_of_processes(tmp_path, free_port):
     from tsimcne_widgets.engine.checkpoint import load_checkpoint
 
     def keep_stage_1(snapshot):
@@ -80,7 +73,7 @@ def test_resume_with_a_different_number_of_processes(tmp_path):
     saved = load_checkpoint(tmp_path / "one.ckpt")
     assert (saved["stage"], saved["epoch"]) == (1, EPOCHS[0])
 
-    mp.spawn(_pair_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_pair_worker, args=(2, free_port, str(tmp_path)), nprocs=2, join=True)
     scale = float(np.abs(ref_map).max())
 
     # 1 -> 2: continued from epoch 2, in global batches of 8, to the reference's end.

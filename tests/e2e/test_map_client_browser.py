@@ -22,7 +22,7 @@ import pytest
 
 from .jupyter import TIMEOUT_SCALE
 from .jupyter import lab, lab_browser, lab_root, lab_server  # noqa: F401 - pytest fixtures
-from .mapclient import CANVAS_HOOK, MapPage, card_test, count_test, write_notebook
+from .mapclient import CANVAS_HOOK, MapPage, card_test, count_test, run_story, write_notebook
 from .test_quickstart_browser import _inside, drag_loop
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -53,12 +53,7 @@ def _kernel_agrees(m: MapPage, timeout: float = 30.0) -> list[int]:
 def test_map_answers_in_the_browser(lab, lab_root):
     write_notebook(lab_root / NOTEBOOK, N)
     lab.open_notebook(NOTEBOOK)
-    try:
-        _story(lab)
-    except BaseException:
-        lab.screenshot("map-client-failure")
-        print(lab.diagnostics())
-        raise
+    run_story(lab, "map-client-failure", _story)
 
 
 def _story(lab):

@@ -17,7 +17,6 @@ Screenshots: ``test-artifacts/search-colour.png`` (the map) and
 from __future__ import annotations
 
 import re
-import time
 
 import numpy as np
 import pytest
@@ -26,7 +25,7 @@ from tsimcne_widgets.render.palette import continuous_palette, default_palette
 
 from .jupyter import TIMEOUT_SCALE
 from .jupyter import lab, lab_browser, lab_root, lab_server  # noqa: F401 - pytest fixtures
-from .mapclient import MapPage
+from .mapclient import MapPage, run_story, wait_until
 from .test_quickstart_browser import CANVAS_HOOK, SELECTION_COUNT_HOOK, _image
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -66,26 +65,10 @@ def _has(pixels: np.ndarray, color: str, tolerance: int = 10) -> bool:
     return bool((np.abs(pixels.astype(int) - _rgb(color)).max(axis=-1) <= tolerance).any())
 
 
-def _wait(check, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout * TIMEOUT_SCALE
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
-        time.sleep(0.2)
-
-
 def test_search_box_and_colour_bar(lab, lab_root):
     _write_notebook(lab_root / NOTEBOOK)
     lab.open_notebook(NOTEBOOK)
-    try:
-        _story(lab)
-    except BaseException:
-        lab.screenshot("search-colour-failure")
-        print(lab.diagnostics())
-        raise
+    run_story(lab, "search-colour-failure", _story)
 
 
 def _shown_count(page) -> int | None:
@@ -106,24 +89,24 @@ def _story(lab):
     box.press_sequentially("SITE-3")
     box.press("Enter")
     expected = [k for k in range(N) if k % 5 == 3]
-    _wait(lambda: _shown_count(page) == len(expected), f"'{len(expected)} selected' shown")
+    wait_until(lambda: _shown_count(page) == len(expected), f"'{len(expected)} selected' shown", timeout=20)
     assert m.kernel("explorer.selection.tolist()") == expected
     page.get_by_text("search 'SITE-3': 80 matched, 80 selected").wait_for(timeout=10_000)
 
     page.locator("button.widget-toggle-button", has_text=".*").click()
-    _wait(lambda: m.kernel("explorer.controls.search_regex.value"), "the regex toggle")
+    wait_until(lambda: m.kernel("explorer.controls.search_regex.value"), "the regex toggle", timeout=20)
     box.fill("")
     box.press_sequentially("^class [12]$")
     box.press("Enter")
     expected = m.kernel("[i for i, name in enumerate(label_names) "
                         "if name in ('class 1', 'class 2')]")
     assert 20 < len(expected) < N
-    _wait(lambda: _shown_count(page) == len(expected), f"'{len(expected)} selected' shown")
+    wait_until(lambda: _shown_count(page) == len(expected), f"'{len(expected)} selected' shown", timeout=20)
     assert m.kernel("explorer.selection.tolist()") == expected
     lab.screenshot("search-colour-page")
     # Full colours for the map check below: unselected points would be faded.
     lab.kernel_execute("explorer.select([])")
-    _wait(lambda: _shown_count(page) == 0, "'0 selected' shown")
+    wait_until(lambda: _shown_count(page) == 0, "'0 selected' shown", timeout=20)
 
     # -- 2. colour by the numeric column: a colour bar instead of the legend ----------------
     frame = m.frame()
@@ -133,7 +116,7 @@ def _story(lab):
     assert _has(before[:, right_of:], legend_colors[1])  # the labels' legend (orange swatch)
     page.locator(".widget-dropdown", has=page.locator("label", has_text="Colour")) \
         .locator("select").select_option("brightness")
-    _wait(lambda: m.kernel("explorer.canvas.color_bar.visible"), "the colour bar in the kernel")
+    wait_until(lambda: m.kernel("explorer.canvas.color_bar.visible"), "the colour bar in the kernel", timeout=20)
     ramp = continuous_palette()
     x0, y0 = int(round(frame["dx"])), int(round(frame["dy"]))
     below = slice(y0 + int(frame["height"]) + 2, None), slice(x0, x0 + int(frame["width"]))
@@ -143,7 +126,7 @@ def _story(lab):
         bar = shot[below]
         return [shot] if _has(bar, ramp[0]) and _has(bar, ramp[-1]) else None
 
-    after = _wait(drawn, "the colour bar below the map")[0]
+    after = wait_until(drawn, "the colour bar below the map", timeout=20)[0]
     side = after[:, right_of:]
     assert not _has(side, legend_colors[1]) and not _has(side, legend_colors[2]), \
         "the legend must hide when the colour bar shows"

@@ -28,7 +28,7 @@ import pytest
 
 from .jupyter import TIMEOUT_SCALE
 from .jupyter import lab, lab_browser, lab_root, lab_server  # noqa: F401 - pytest fixtures
-from .mapclient import CANVAS_HOOK, MapPage, card_test
+from .mapclient import CANVAS_HOOK, MapPage, card_test, run_story
 from .test_quickstart_browser import _inside, _saturated, _save, drag_loop
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -82,11 +82,7 @@ def test_a_watched_run_streams_into_the_browser(lab, lab_root, tmp_path):
     lab.open_notebook(NOTEBOOK)
     started: list[subprocess.Popen] = []
     try:
-        _story(lab, folder, snaps, out, started)
-    except BaseException:
-        lab.screenshot("watch-failure")
-        print(lab.diagnostics())
-        raise
+        run_story(lab, "watch-failure", lambda lab: _story(lab, folder, snaps, out, started))
     finally:
         for process in started:
             if process.poll() is None:
