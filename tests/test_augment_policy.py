@@ -30,6 +30,10 @@ def test_crops_keep_six_pixels_a_side_and_never_go_below_the_papers(side, low):
 
 def test_small_content_grows_the_crops_and_large_content_does_not():
     assert augmentation_for(None, traits(32, content=0.25))["crop_scale"] == (0.5, 1.0)
+    # One pixel more of content side (17² of 32² instead of 16²) keeps the same floor.
+    assert augmentation_for(None, traits(32, content=17 ** 2 / 32 ** 2))["crop_scale"] == (0.5, 1.0)
+    assert augmentation_for(None, traits(16, content=0.33))["crop_scale"] == (0.5, 1.0)
+    assert augmentation_for(None, traits(32, content=0.1))["crop_scale"] == (0.5, 1.0)
     assert augmentation_for(None, traits(32, content=0.52))["crop_scale"] == (0.2, 1.0)
     # Resolution and content: the stricter rule wins.
     assert augmentation_for(None, traits(8, content=0.2))["crop_scale"] == (0.5625, 1.0)

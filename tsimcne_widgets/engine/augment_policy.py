@@ -27,10 +27,14 @@ traits of the images (:func:`measure_traits`) and adapts the paper's settings:
 * **Content area.**  After removing each image's linear lightness ramp (a plane
   fitted per channel), the smallest square window that holds
   :data:`CONTENT_ENERGY` (70 %) of the remaining detail, as a fraction of the image
-  area; the median over images.  Shapes 0.25, CIFAR-10 0.52, digits 0.77.  Below
+  area; the median over images.  Shapes 0.25-0.28, CIFAR-10 0.52, digits 0.77.  Below
   :data:`SMALL_CONTENT_AREA` (0.36) the image is mostly background around a small
-  object, and crops start at twice the content area (shapes: 0.5, the hand-tuned
-  value), so that a crop usually holds most of the object.
+  object, and crops start at :data:`SPARSE_CROP_LOW` (half the image), so that a crop
+  usually holds most of the object.  A constant, not a multiple of the area: the
+  area is a whole number of pixels squared (shapes at 32 px measure 16² or 17² of
+  32², 0.25 or 0.28, from one sample to the next), and a floor that moved with it
+  changed the maps by more than the two values could justify (0.5 vs 0.5645 on
+  shapes, ``benchmarks/results/plain-arrays.md``).
 
 Sets with fewer than :data:`MIN_IMAGES_FOR_STATISTICS` images keep the paper's flips
 and crop floor (the nearest-neighbour statistics need a population); the resolution
@@ -55,6 +59,7 @@ __all__ = [
     "MIRROR_RATIO_LIMIT",
     "PAPER_CROP_LOW",
     "SMALL_CONTENT_AREA",
+    "SPARSE_CROP_LOW",
     "augmentation_for",
     "image_array",
     "measure_traits",
@@ -70,6 +75,8 @@ MIRROR_RATIO_LIMIT = 1.15
 CONTENT_ENERGY = 0.7
 #: Content area below which crops grow with it (shapes 0.25; CIFAR-10 0.52).
 SMALL_CONTENT_AREA = 0.36
+#: Crop floor for images whose content is smaller than SMALL_CONTENT_AREA.
+SPARSE_CROP_LOW = 0.5
 #: Fewest images for the mirror and content statistics.
 MIN_IMAGES_FOR_STATISTICS = 50
 # Mean absolute channel difference (of 255) up to which images count as grayscale:
@@ -246,7 +253,7 @@ def augmentation_for(images, traits: DataTraits | None = None) -> dict:
     side = min(traits.height, traits.width)
     crop_low = max(PAPER_CROP_LOW, (MIN_CROP_SIDE / side) ** 2)
     if traits.content_area is not None and traits.content_area < SMALL_CONTENT_AREA:
-        crop_low = max(crop_low, 2.0 * traits.content_area)
+        crop_low = max(crop_low, SPARSE_CROP_LOW)
     settings = {"crop_scale": (round(min(crop_low, 1.0), 4), 1.0)}
     mirrored_unlike = traits.mirror_ratio is not None and traits.mirror_ratio > MIRROR_RATIO_LIMIT
     settings["flip_p"] = 0.0 if mirrored_unlike else 0.5
