@@ -5,7 +5,12 @@ import pytest
 import torch
 
 from tsimcne_widgets import TSimCNE
-from tsimcne_widgets.data.datasets import DIGITS_AUGMENTATION, load_digits, make_shapes
+from tsimcne_widgets.data.datasets import (
+    DIGITS_AUGMENTATION,
+    SHAPES_AUGMENTATION,
+    load_digits,
+    make_shapes,
+)
 from tsimcne_widgets.engine.augment import Augmenter
 from tsimcne_widgets.engine.augment_policy import (
     MIRROR_RATIO_LIMIT,
@@ -70,7 +75,8 @@ def test_shapes_get_large_crops_and_flips():
     assert not measured.grayscale  # faint tints are colour
     assert measured.content_area < SMALL_CONTENT_AREA
     settings = augmentation_for(shapes, measured)
-    assert settings["crop_scale"][0] >= 0.45 and settings["flip_p"] == 0.5
+    assert settings["crop_scale"] == SHAPES_AUGMENTATION["crop_scale"]
+    assert settings["flip_p"] == 0.5
     assert "jitter" not in settings and "grayscale_p" not in settings
 
 
@@ -120,3 +126,15 @@ def test_the_estimator_derives_settings_for_a_bare_array_only():
     assert augmenter.grayscale_p == 0.0
     mine = TSimCNE(augmentation={}, **tiny).fit(bare).trainer_.augmenter
     assert mine.crop_scale == (0.2, 1.0) and mine.flip_p == 0.5  # {}: the paper's, as asked
+
+
+def test_shapes_as_a_bare_array_train_exactly_like_the_tuned_shapes():
+    # What lets benchmarks/plain_arrays.py skip refitting when the derived settings
+    # equal the tuned ones: the same pixels and settings give the same map, bit for bit.
+    shapes = make_shapes(300, random_state=1)
+    tiny = dict(total_epochs=(1, 1, 1), batch_size=64, backbone="resnet10", backbone_width=8,
+                hidden_dim=32, projection_dim=8, device="cpu", random_state=0,
+                augmentation_check=False)
+    tuned = TSimCNE(**tiny).fit_transform(shapes)
+    plain = TSimCNE(**tiny).fit_transform(np.array(shapes.images))
+    np.testing.assert_array_equal(plain, tuned)
