@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from tsimcne_widgets.render.palette import MISSING_COLOR, continuous_palette, default_palette
+from tsimcne_widgets.render import shading
 from tsimcne_widgets.render.raster import Rasterizer, data_range, to_png_bytes
 
 RED, BLUE = "#ff0000", "#0000ff"
@@ -262,3 +263,35 @@ def test_render_package_never_imports_torch():
             elif isinstance(node, ast.ImportFrom):
                 names = [node.module or ""]
             assert not any(n.split(".")[0] == "torch" for n in names), source.name
+
+
+@pytest.mark.parametrize("kind", ["categories", "values", "single"])
+def test_a_selection_draws_exactly_the_selected_points_over_the_faded_map(kind):
+    # The selected points' layer is aggregated in the same pass as the whole map; it
+    # must equal the selected points rendered on their own, over the faded whole.
+    rng = np.random.default_rng(3)
+    n = 3000
+    xy = rng.normal(size=(n, 2)).astype(np.float32)
+    xy[::97] = np.nan  # rows without a position are skipped in both layers
+    if kind == "categories":
+        rasterizer, codes = Rasterizer(["a", "b", "c"]), rng.integers(0, 3, n)
+    elif kind == "values":
+        codes = rng.normal(size=n)
+        codes[::13] = np.nan  # no value: the missing colour
+        rasterizer = Rasterizer(None, value_range=(-2, 2))
+    else:
+        rasterizer, codes = Rasterizer(None), None
+    mask = rng.random(n) < 0.3
+    view = dict(x_range=(-2, 2), y_range=(-2, 2), width=60, height=50, spread=1)
+    drawn = rasterizer.render(xy, codes, selected=mask, **view)
+
+    def unpacked(image):
+        return image.view(np.uint8).reshape(image.shape + (4,)).copy()
+
+    whole = unpacked(rasterizer.render(xy, codes, **{**view, "spread": 0}))
+    whole[..., 3] = (whole[..., 3] * 0.18).astype(np.uint8)
+    alone = unpacked(rasterizer.render(xy[mask], None if codes is None else codes[mask],
+                                       **{**view, "spread": 0}))
+    expected = shading.pack(shading.over(shading.spread(alone, 1), shading.spread(whole, 1)))
+    assert np.array_equal(drawn, expected)
+    assert (alone[..., 3] > 0).sum() > 100  # the test draws something
