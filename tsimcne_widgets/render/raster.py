@@ -198,63 +198,32 @@ class Rasterizer:
             self._cached_colors = colors
         return colors
 
-    def _aggregate(self, canvas, xy: np.ndarray, data: np.ndarray | None,
-                   mask: np.ndarray | None = None):
-        """Per-pixel counts and colours of all points, and of the ``mask``-ed ones.
+    def _aggregate(self, canvas, xy: np.ndarray, data: np.ndarray | None):
+        """Points per pixel, and the colour of each non-empty pixel (row-major), or None.
 
-        Returns ``[(count, colors)]``, plus a second pair for the selected points when
-        ``mask`` is given: ``count`` the points per pixel, ``colors`` the colour of each
-        of its non-empty pixels (row-major), or None.  ``data`` is the (N, 3) colour of
-        each point (categories), the (N,) values (a value range), or None (one colour).
-
-        The selected points' sums ride in the same datashader pass, as columns that
-        are NaN for the other points (which sum and count skip, so the sums are those
-        of the selected points alone): one pass instead of two makes a zoom's redraw
-        with a selection cheaper.
+        ``data`` is the (N, 3) colour of each point (categories), the (N,) values
+        (a value range), or None (one colour).
         """
         columns = {"x": xy[:, 0], "y": xy[:, 1]}
+        if data is None:
+            frame = pd.DataFrame(columns, copy=False)
+            return np.asarray(canvas.points(frame, "x", "y", agg=ds.count()).data), None
         if self.value_range is not None:
             columns["v"] = data
             # count("v") counts the points that have a value (not NaN); sum("v") skips NaN.
-            parts = {"n": ds.count(), "s": ds.sum("v"), "m": ds.count("v")}
-        elif data is not None:
-            columns.update(r=data[:, 0], g=data[:, 1], b=data[:, 2])
-            parts = {"n": ds.count(), "r": ds.sum("r"), "g": ds.sum("g"), "b": ds.sum("b")}
+            reduction = ds.summary(n=ds.count(), s=ds.sum("v"), m=ds.count("v"))
         else:
-            parts = {"n": ds.count()}
-        if mask is not None:
-            # NaN for the unselected points, which count(column) and sum() skip.
-            columns["sel"] = np.where(mask, np.float32(1), np.float32(np.nan))
-            parts["sel_n"] = ds.count("sel")
-            if self.value_range is not None:
-                columns["sel_v"] = np.where(mask, data, np.nan)
-                parts.update(sel_s=ds.sum("sel_v"), sel_m=ds.count("sel_v"))
-            elif data is not None:
-                for k, c in enumerate("rgb"):
-                    columns["sel_" + c] = np.where(mask, data[:, k], np.float32(np.nan))
-                    parts["sel_" + c] = ds.sum("sel_" + c)
-        agg = ds.summary(**parts) if len(parts) > 1 else parts["n"]
-        result = canvas.points(pd.DataFrame(columns, copy=False), "x", "y", agg=agg)
-        if len(parts) == 1:
-            return [(np.asarray(result.data), None)]
-        layers = [self._layer(result, "", np.asarray(result["n"].data), data is None)]
-        if mask is not None:
-            layers.append(self._layer(result, "sel_", np.asarray(result["sel_n"].data),
-                                      data is None))
-        return layers
-
-    def _layer(self, result, prefix: str, count: np.ndarray, single: bool):
-        """(count, colours of its non-empty pixels) from the ``prefix``-ed sums."""
-        if single:
-            return count, None
+            columns.update(r=data[:, 0], g=data[:, 1], b=data[:, 2])
+            reduction = ds.summary(n=ds.count(), r=ds.sum("r"), g=ds.sum("g"), b=ds.sum("b"))
+        result = canvas.points(pd.DataFrame(columns, copy=False), "x", "y", agg=reduction)
+        count = np.asarray(result["n"].data)
         filled = count > 0
         if self.value_range is None:
             n = count[filled]
-            return count, np.stack([np.asarray(result[prefix + c].data)[filled] / n
-                                    for c in "rgb"], 1)
-        valued = np.asarray(result[prefix + "m"].data)[filled]
+            return count, np.stack([np.asarray(result[c].data)[filled] / n for c in "rgb"], 1)
+        valued = np.asarray(result["m"].data)[filled]
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.asarray(result[prefix + "s"].data)[filled] / valued
+            mean = np.asarray(result["s"].data)[filled] / valued
         return count, self._value_colors(mean, valued > 0)
 
     def _value_colors(self, mean: np.ndarray, valued: np.ndarray) -> np.ndarray:
@@ -364,8 +333,8 @@ class Rasterizer:
         ``ds.by(category, ds.count())`` + ``tf.shade(color_key=...)`` compute,
         without the (height, width, categories) count cube: 100 classes at
         800×600 would need 192 MB per frame there, and numba would compile a
-        new kernel for every category count.  A selection adds the selected
-        points' sums to the same pass.
+        new kernel for every category count.  A selection adds a second pass
+        over the selected points only.
         """
         xy = _as_xy(xy)
         width, height = int(width), int(height)
@@ -398,13 +367,12 @@ class Rasterizer:
             plot_width=width, plot_height=height, x_range=x_range, y_range=y_range
         )
         data = codes if self.value_range is not None else self._point_colors(codes)
-        layers = self._aggregate(canvas, xy, data, mask)
-        count, colors = layers[0]
+        count, colors = self._aggregate(canvas, xy, data)
         layer = shading.shade(count, colors, self._rgb[0], how, int(min_alpha))
         if mask is None:
             return shading.pack(shading.spread(layer, int(spread)))
         layer[..., 3] = (layer[..., 3] * float(faded_alpha)).astype(np.uint8)
-        count, colors = layers[1]
+        count, colors = self._aggregate(canvas, xy[mask], None if data is None else data[mask])
         highlight = shading.shade(count, colors, self._rgb[0], how, int(min_alpha))
         return shading.pack(shading.over(shading.spread(highlight, int(spread)),
                                          shading.spread(layer, int(spread))))
