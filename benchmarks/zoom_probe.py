@@ -38,6 +38,9 @@ with LabServer(root, work, env={"TSIMCNE_QUICK": "1"}) as server, chromium() as 
     m = MapPage(lab, lab.kernel_json("explorer.canvas.figure.id"))
     lab.page.locator(".tsw-canvas").first.wait_for(state="visible", timeout=60_000)
     m.kernel("""(lambda c: (setattr(c, 'probe_times', []), setattr(c, 'set_view', (lambda orig: (lambda xr, yr: (c.probe_times.append(('in', time.time()*1000)), orig(xr, yr), c.probe_times.append(('out', time.time()*1000)))))(c.set_view))))(explorer.canvas) and None""")
+    # Garbage collections in the kernel (generation, start, ms): a gen-2 pass over a
+    # kernel with torch and a Bokeh document can stall an event for 100 ms or more.
+    m.kernel("""(lambda gc, t: (setattr(explorer.canvas, 'gc_log', []), gc.callbacks.append(lambda phase, info, log=explorer.canvas.gc_log: log.append((phase, info['generation'], time.time()*1000)))))(__import__('gc'), __import__('time')) and None""")
     if select:
         m.kernel("explorer.select(list(range(0, len(explorer.canvas.xy), 3))) and None")
         time.sleep(1.0)
@@ -48,7 +51,7 @@ with LabServer(root, work, env={"TSIMCNE_QUICK": "1"}) as server, chromium() as 
     page.evaluate("""(fid) => { window.__trig = []; for (const view of window.Bokeh.index) { if (view.model.id !== fid || !view.el.isConnected) continue;
         const orig = view.model.trigger_event.bind(view.model);
         view.model.trigger_event = (ev) => { window.__trig.push([ev.constructor.name || ev.event_name, performance.timeOrigin + performance.now()]); return orig(ev); }; } }""", m.figure_id)
-    for k in range(6):
+    for k in range(int(next((a.split('=')[1] for a in sys.argv if a.startswith('--notches=')), 6))):
         m.kernel("explorer.canvas.probe_times.clear()")
         page.evaluate(B.JS_RASTER_WATCH, m.figure_id)
         page.evaluate("() => { window.__tswRasterTimes = window.__tswRasterTimes || []; window.__tswRasterTimes.length = 0; window.__wheelEpoch.length = 0; }")
@@ -60,8 +63,12 @@ with LabServer(root, work, env={"TSIMCNE_QUICK": "1"}) as server, chromium() as 
         raster = page.evaluate("() => window.__tswRasterTimes.map((t) => performance.timeOrigin + t)")
         probe = json.loads(lab.kernel_execute(
             "import json; print(json.dumps(explorer.canvas.probe_times))"))
+        gcs = json.loads(lab.kernel_execute(
+            "import json; print(json.dumps(explorer.canvas.gc_log)); explorer.canvas.gc_log.clear()"))
         w0 = wheel[0] if wheel else float('nan')
         print(f"wheel events {len(wheel)}; kernel " + ", ".join(f"{a}@{t - w0:.0f}" for a, t in probe)
-              + "; trig " + ", ".join(f"{a}@{t - w0:.0f}" for a, t in trig) + "; raster " + ", ".join(f"{t - w0:.0f}" for t in raster), flush=True)
+              + "; trig " + ", ".join(f"{a}@{t - w0:.0f}" for a, t in trig) + "; raster " + ", ".join(f"{t - w0:.0f}" for t in raster)
+              + "; gc " + ", ".join(f"{p[0]}{g}@{t - w0:.0f}" for p, g, t in gcs
+                                    if g == 2 and -500 < t - w0 < 2000), flush=True)
         m.kernel("explorer.canvas.reset_view()")
         time.sleep(0.8)

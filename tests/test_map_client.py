@@ -2,6 +2,7 @@
 it accepts, and when it hands hover and selection back to the kernel."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -29,9 +30,11 @@ def _canvas(n=100, max_points=None, size=16):
     return canvas
 
 
-def _message(canvas, seq, action, indices=(), px=(), py=()):
+def _message(canvas, seq, action, indices=(), px=(), py=(), pages=(), vseq=0, vx=(), vy=()):
+    """The browser's state as lib_map.js's post() writes it to the channel."""
     data = {"seq": [seq], "action": [action], "indices": [list(indices)], "px": [list(px)],
-            "py": [list(py)]}
+            "py": [list(py)], "pages": [list(pages)], "vseq": [vseq], "vx": [list(vx)],
+            "vy": [list(vy)]}
     canvas.client.channel.data = data  # runs the on_change handler, as a browser change does
     return data
 
@@ -89,6 +92,35 @@ def test_kernel_selection_is_pushed_with_the_last_message_number():
     assert canvas.client.sync.data["indices"][0].tolist() == [9]
 
 
+def test_a_page_request_that_replaced_a_selection_still_selects():
+    # While the kernel is busy, jupyter_bokeh keeps only the channel's newest change: a
+    # hover's page request made right after a lasso is all the kernel receives.
+    canvas = _canvas(PAGE_SIZE + 10)
+    got = []
+    canvas.on_selection = lambda indices, polygon, action: (got.append(indices.tolist()),
+                                                            canvas.set_selected(indices))
+    _message(canvas, 1, "select", [4, 2], px=[0, 1, 1], py=[0, 0, 1], pages=[1])
+    assert got == [[4, 2]] and canvas.client.sync.data["ack"] == [1]
+    assert canvas.client.atlas.data["page"] == [1]
+    # The kernel then changes the selection itself (a cell, the search box); the next page
+    # request repeats the browser's old selection change, which must not undo that.
+    canvas.set_selected([7])
+    _message(canvas, 1, "select", [4, 2], px=[0, 1, 1], py=[0, 0, 1], pages=[0])
+    assert got == [[4, 2]] and canvas.client.sync.data["indices"][0].tolist() == [7]
+    assert canvas.client.atlas.data["page"] == [1, 0]
+
+
+def test_a_zoom_to_the_selection_is_done_once_whatever_follows_it():
+    canvas = _canvas(100)
+    _message(canvas, 0, "none", vseq=1, vx=[0.0, 0.5], vy=[-0.2, 0.2])
+    assert (canvas.x_range, canvas.y_range) == ((0.0, 0.5), (-0.2, 0.2)) and not canvas.follow
+    canvas.reset_view()
+    _message(canvas, 0, "none", pages=[0], vseq=1, vx=[0.0, 0.5], vy=[-0.2, 0.2])
+    assert canvas.follow and canvas.x_range != (0.0, 0.5)  # the same zoom, not again
+    _message(canvas, 0, "none", vseq=2, vx=[0.1, 0.2], vy=[0.0, 0.1])
+    assert canvas.x_range == (0.1, 0.2)
+
+
 def test_bad_messages_are_reported_not_raised():
     canvas = _canvas(10)
     errors = []
@@ -103,9 +135,9 @@ def test_pages_are_sprite_sheets_with_escaped_free_texts_sent_once():
     n = PAGE_SIZE + 10
     canvas = _canvas(n)
     client = canvas.client
-    _message(canvas, 1, "pages", [1, 0, 1, 99])
+    _message(canvas, 0, "none", pages=[1, 0, 1, 99])
     assert client.atlas.data["page"] == [0, 1]
-    _message(canvas, 2, "pages", [1])
+    _message(canvas, 0, "none", pages=[1])
     assert client.atlas.data["page"] == [0, 1]  # nothing new streamed
     sheet, info = client.atlas.data["sheet"][1], json.loads(client.atlas.data["info"][1])
     assert sheet.startswith("data:image/png;base64,")  # 16 px: lossless
@@ -117,6 +149,38 @@ def test_pages_are_sprite_sheets_with_escaped_free_texts_sent_once():
     assert np.array_equal(cell, canvas.client.images[PAGE_SIZE + k])
     assert info["labels"][k] == f"l{PAGE_SIZE + k}"
     assert info["meta"][k] == [["path", f"<b>{PAGE_SIZE + k}"]]  # raw text: the browser escapes it
+
+
+def test_in_a_kernel_pages_are_encoded_off_the_event_loop_and_stale_ones_dropped():
+    # A page takes 50-250 ms to encode: on the loop it held up the zoom queued behind it.
+    canvas = _canvas(2 * PAGE_SIZE)
+    client = canvas.client
+
+    async def scenario():
+        client.send_pages([0])
+        client.send_pages([0])  # asked again while it is encoded: encoded once
+        assert client.atlas.data["page"] == []  # the handler returned before the work
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if client.atlas.data["page"]:
+                break
+        assert client.atlas.data["page"] == [0]
+        client.send_pages([1])
+        # New images while page 1 is encoded: its sheet (of the old images) is dropped.
+        images = _images(2 * PAGE_SIZE)[:, ::-1].copy()
+        canvas.set_point_info(images)
+        await asyncio.sleep(1.0)  # a 16-px page takes a few ms: long done by now
+        assert client.atlas.data["page"] == []
+        client.send_pages([1])
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if client.atlas.data["page"]:
+                break
+        sheet, info = client.atlas.data["sheet"][0], json.loads(client.atlas.data["info"][0])
+        image = np.asarray(Image.open(io.BytesIO(base64.b64decode(sheet.split(",", 1)[1]))))
+        assert np.array_equal(image[:16, :16], images[PAGE_SIZE])
+
+    asyncio.run(scenario())
 
 
 def test_large_images_use_lossy_sheets_of_bounded_cells():

@@ -166,3 +166,21 @@ def test_files_show_by_name_with_the_full_path_as_tooltip():
     assert ">path<" in table.header.value
     cells = table.rows[0].children[1].value
     assert ">img4.png<" in cells and 'title="/data/set/&lt;dir&gt;/img4.png"' in cells
+
+
+def test_an_undo_standing_for_changes_the_kernel_missed_ends_where_the_browser_is(explorer):
+    # The browser selected A, then B, then undid B while the kernel was busy: jupyter_bokeh
+    # delivered only A and the undo (the newest change of the channel).  The kernel's own
+    # undo would go back before A; the user sees A, so the kernel must end on A.
+    client = explorer.canvas.client
+
+    def post(seq, action, indices):
+        client.channel.data = {"seq": [seq], "action": [action], "indices": [indices],
+                               "px": [[]], "py": [[]], "pages": [[]], "vseq": [0],
+                               "vx": [[]], "vy": [[]]}
+
+    post(1, "select", [1, 2, 3])
+    post(3, "undo", [1, 2, 3])
+    assert explorer.selection.tolist() == [1, 2, 3] and client.sync.data["ack"] == [3]
+    post(4, "undo", [])  # an undo the kernel heard of in full goes back normally
+    assert explorer.selection.tolist() == []

@@ -7,8 +7,10 @@
 //   highlight ColumnDataSource {x, y}: the selected points, drawn over the raster
 //   atlas     ColumnDataSource {page, sheet, info}: thumbnail sprite sheets, one row per
 //             page of `page_size` images, streamed by the kernel when asked for
-//   channel   ColumnDataSource the browser writes to tell the kernel (one row:
-//             seq, action, indices, px, py); the only one synced back
+//   channel   ColumnDataSource the browser writes to tell the kernel; the only one synced
+//             back.  Every message is the browser's whole state (see post()), because
+//             while the kernel is busy jupyter_bokeh keeps only the newest change of a
+//             model: a message that said only what changed could replace another.
 //   sync      ColumnDataSource {indices, ack}: the kernel's selection, after it handled
 //             the browser's message number `ack`
 //   card      Div: the hover card;  info: Div with the count and the help line
@@ -27,7 +29,9 @@ if (st === undefined) {
   st = {seq: 0, selection: Int32Array.from(initial), history: [], grid: null,
         pointer: null, inside: false, dragging: false, mods: null, card: -1,
         pageRows: new Map(), pageInfo: new Map(), urls: new Map(), atlasRows: -1,
-        requested: new Set(), tapTimer: null, keys: false};
+        requested: new Set(), tapTimer: null, keys: false,
+        // The last selection change (numbered by seq) and zoom-to-selection (by vseq).
+        action: 'none', sent: Int32Array.from(initial), polygon: null, vseq: 0, view: null};
   maps.set(points.id, st);
 }
 
@@ -171,7 +175,7 @@ function requestPages(pages) {
   const wanted = pages.filter((p) => !st.requested.has(p) && pageRow(p) === undefined);
   if (wanted.length === 0) return;
   for (const p of wanted) st.requested.add(p);
-  send('pages', wanted, null);
+  post();
 }
 
 function cardHtml(i) {
@@ -245,12 +249,24 @@ function showSelection(sel) {
     ` <span style="color:#777">· ${params.help}</span>`;
 }
 
-function send(action, indices, polygon) {
+// The kernel's side of the state: the last selection change (seq, action, the selection it
+// made, its polygon), the pages still wanted and the last zoom-to-selection (vseq).  The
+// kernel acts on a seq or vseq it has not seen yet and sends the pages it has not sent.
+function post() {
   if (params.static) return;
+  const poly = st.polygon, view = st.view;
+  channel.data = {seq: [st.seq], action: [st.action], indices: [Array.from(st.sent)],
+                  px: [poly ? Array.from(poly[0]) : []], py: [poly ? Array.from(poly[1]) : []],
+                  pages: [Array.from(st.requested)], vseq: [st.vseq],
+                  vx: [view ? view[0] : []], vy: [view ? view[1] : []]};
+}
+
+function send(action, indices, polygon) {
   st.seq += 1;
-  channel.data = {seq: [st.seq], action: [action], indices: [Array.from(indices)],
-                  px: [polygon ? Array.from(polygon[0]) : []],
-                  py: [polygon ? Array.from(polygon[1]) : []]};
+  st.action = action;
+  st.sent = Int32Array.from(indices);
+  st.polygon = polygon;
+  post();
 }
 
 function choose(sel, polygon) {
@@ -303,7 +319,9 @@ function zoomToSelection() {
   const hw = per * params.width / 2, hh = per * params.height / 2;
   x_range.setv({start: xm - hw, end: xm + hw});
   y_range.setv({start: ym - hh, end: ym + hh});
-  send('view', [], [[xm - hw, xm + hw], [ym - hh, ym + hh]]);
+  st.vseq += 1;
+  st.view = [[xm - hw, xm + hw], [ym - hh, ym + hh]];
+  post();
 }
 
 // Delete/Backspace: the ringed image leaves the selection (undoable like a lasso) and the

@@ -6,7 +6,9 @@ kernel round trip per mouse move.  This module gives it what it needs and listen
 
 * the coordinates, as float32 arrays that Bokeh sends as binary buffers, once per map;
 * thumbnail sprite sheets (PNG for small images, WebP for larger ones), one page of
-  :data:`PAGE_SIZE` images at a time, encoded when the browser first asks for a page;
+  :data:`PAGE_SIZE` images at a time, encoded when the browser first asks for a page, on
+  a worker thread (50-250 ms a page), so that the kernel answers a zoom or a lasso
+  meanwhile;
 * the kernel's selection with the number of the last browser message it reflects, so
   the browser ignores a state it has already moved past;
 * the *focused* image (:meth:`MapClient.focus`), drawn as a ring around its point; the
@@ -20,12 +22,15 @@ free.  Larger maps keep the kernel path of :class:`~tsimcne_widgets.widget.canva
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 from bokeh.models import ColumnDataSource, Div
 
 from tsimcne_widgets.render.atlas import (COLUMNS, HELP, META_LINES, PAGE_SIZE, atlas_rows,
                                           encode_page, map_callback, wire_map_events)
+
+from .scheduler import kernel_event_loop
 
 __all__ = ["MapClient", "CLIENT_MAX_POINTS", "PAGE_SIZE", "HELP", "RING_COLOR"]
 
@@ -65,7 +70,9 @@ class MapClient:
     on_selection : callable or None
         ``on_selection(indices, polygon, action)`` when the browser changed the
         selection: ``action`` is ``"select"`` (``polygon`` an (M, 2) array for a lasso or
-        box, else None) or ``"undo"`` (``indices`` is the state the browser went back to).
+        box, else None) or ``"undo"``; ``indices`` is the selection the browser shows
+        after it (an undo may stand for several changes the kernel did not hear of one
+        by one, so the kernel must end on ``indices``).
     on_view : callable or None
         ``on_view(x_range, y_range)`` when the browser moved the view (double-click).
     ring : bokeh.models.ColumnDataSource
@@ -84,6 +91,7 @@ class MapClient:
         self.on_selection: Callable | None = None
         self.on_view: Callable | None = None
         self.ack = 0
+        self.view_ack = 0
         self.n_points = 0
         self.xy: np.ndarray | None = None
         self._focused: int | None = None
@@ -91,7 +99,10 @@ class MapClient:
         # Kernel-path events the canvas subscribed to before making the client.
         self._kernel_events = set(figure.subscribed_events) & KERNEL_PATH_EVENTS
         self._pages_sent: set[int] = set()
-        self._last_message: tuple | None = None
+        self._pages_pending: set[int] = set()
+        self._atlas_generation = 0  # bumped when the images change: older pages are stale
+        self._encoder: ThreadPoolExecutor | None = None
+        self._guard = guard
         empty = np.zeros(0, dtype=np.float32)
         # Only the channel is synced back: the browser rewrites the others on every
         # gesture, and the kernel must not receive its own coordinates again.
@@ -101,7 +112,7 @@ class MapClient:
         self.sync = ColumnDataSource({"indices": [np.zeros(0, dtype=np.int32)], "ack": [0]},
                                      syncable=False)
         self.channel = ColumnDataSource({"seq": [], "action": [], "indices": [], "px": [],
-                                         "py": []})
+                                         "py": [], "pages": [], "vseq": [], "vx": [], "vy": []})
         self.ring = ColumnDataSource({"x": [], "y": [], "index": []}, syncable=False)
         card.syncable = False
         self.info = Div(text="", visible=False, syncable=False, styles={
@@ -161,6 +172,8 @@ class MapClient:
         meta_lines = 0 if metadata is None else min(len(metadata.columns), META_LINES)
         self._set_params(thumb=self.thumb_size, meta_lines=meta_lines)
         self._pages_sent.clear()
+        self._pages_pending.clear()
+        self._atlas_generation += 1
         self.atlas.data = {"page": [], "sheet": [], "info": []}
 
     def _set_params(self, **changes) -> None:
@@ -248,26 +261,38 @@ class MapClient:
 
     # -- browser messages ---------------------------------------------------------------
     def _message(self, data: dict) -> None:
+        """Act on the browser's state (``lib_map.js``'s ``post``): what is new in it only.
+
+        Every message carries the browser's whole state, since jupyter_bokeh keeps only
+        the newest change of the channel while the kernel is busy: the last selection
+        change (``seq``, ``action``, ``indices`` = the selection it made, ``px``/``py`` its
+        polygon), the sprite pages still wanted (``pages``) and the last zoom to the
+        selection (``vseq``, ``vx``, ``vy``).  A ``seq`` or ``vseq`` seen before is ignored,
+        so the same message twice (jupyter_bokeh runs on_change callbacks twice per
+        browser change) or a page request after a selection changes nothing twice.
+        """
         if not data.get("seq"):
             return
+
+        def first(key, default):
+            column = data.get(key)
+            return column[0] if column else default
+
+        pages = first("pages", [])
+        if len(pages):
+            self.send_pages(np.asarray(pages, dtype=np.int64))
+        vseq = int(first("vseq", 0))
+        if vseq > self.view_ack:
+            self.view_ack = vseq
+            vx = np.asarray(first("vx", []), dtype=np.float64)
+            vy = np.asarray(first("vy", []), dtype=np.float64)
+            if self.on_view is not None and vx.size == 2 and vy.size == 2:
+                self.on_view(tuple(vx), tuple(vy))
         seq, action = int(data["seq"][0]), str(data["action"][0])
+        if seq <= self.ack:
+            return
+        self.ack = seq
         indices = np.asarray(data["indices"][0], dtype=np.int64)
-        # jupyter_bokeh runs on_change callbacks twice per browser change (once through
-        # Bokeh's trigger, once itself); an undo must still happen once.
-        key = (seq, action, indices.size)
-        if key == self._last_message:
-            return
-        self._last_message = key
-        px = np.asarray(data["px"][0], dtype=np.float64)
-        py = np.asarray(data["py"][0], dtype=np.float64)
-        if action == "pages":
-            self.send_pages(indices)
-            return
-        self.ack = max(self.ack, seq)
-        if action == "view":
-            if self.on_view is not None and px.size == 2 and py.size == 2:
-                self.on_view(tuple(px), tuple(py))
-            return
         if action == "remove":
             # Delete over the map: the browser dropped the ringed image from its selection
             # (``indices`` is the rest) and took the ring away.
@@ -278,6 +303,8 @@ class MapClient:
         if indices.size and (indices.min() < 0 or indices.max() >= max(self.n_points, 1)):
             raise ValueError("the browser selected points the map does not have; "
                              "re-run the cell that shows the explorer")
+        px = np.asarray(first("px", []), dtype=np.float64)
+        py = np.asarray(first("py", []), dtype=np.float64)
         polygon = np.column_stack([px, py]) if px.size >= 3 and px.size == py.size else None
         if self.on_selection is not None:
             self.on_selection(indices, polygon, action)
@@ -287,16 +314,40 @@ class MapClient:
             self.push_selection(self.sync.data["indices"][0])
 
     def send_pages(self, pages) -> None:
-        """Stream the sprite sheets of these pages to the browser (each page once)."""
+        """Stream the sprite sheets of these pages to the browser (each page once).
+
+        Inside a kernel the pages are encoded on a worker thread and streamed from the
+        event loop when done; without a running loop (a script, a test) at once.
+        """
         if self.images is None:
             return
         n_pages = -(-len(self.images) // PAGE_SIZE)
-        fresh = sorted({int(p) for p in pages if 0 <= int(p) < n_pages} - self._pages_sent)
+        fresh = sorted({int(p) for p in pages if 0 <= int(p) < n_pages}
+                       - self._pages_sent - self._pages_pending)
         if not fresh:
             return
-        self.atlas.stream(atlas_rows(self.images, fresh, labels=self.labels,
-                                     metadata=self.metadata))
-        self._pages_sent.update(fresh)
+        options = dict(labels=self.labels, metadata=self.metadata)
+        loop = kernel_event_loop()
+        if loop is None:
+            self._stream_pages(fresh, atlas_rows(self.images, fresh, **options))
+            return
+        if self._encoder is None:
+            self._encoder = ThreadPoolExecutor(1, thread_name_prefix="tsimcne-sprites")
+        self._pages_pending.update(fresh)
+        generation = self._atlas_generation
+        future = self._encoder.submit(atlas_rows, self.images, fresh, **options)
+        finish = self._guard(lambda _: self._encoded(generation, fresh, future))
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(finish, None))
+
+    def _encoded(self, generation: int, pages: list[int], future: Future) -> None:
+        if generation != self._atlas_generation:
+            return  # the images changed meanwhile: the browser asks again
+        self._pages_pending.difference_update(pages)
+        self._stream_pages(pages, future.result())  # an encoding error is reported here
+
+    def _stream_pages(self, pages: list[int], rows: dict) -> None:
+        self.atlas.stream(rows)
+        self._pages_sent.update(pages)
 
     def encode_page(self, page: int) -> tuple[str, dict]:
         """Sprite sheet (data URI) and texts of images ``page * PAGE_SIZE ...``

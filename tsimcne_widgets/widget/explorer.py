@@ -246,6 +246,11 @@ class Explorer(traitlets.HasTraits, CurationActions, ReplayView, ColorAndSearch)
             self.last_polygon = np.asarray(polygon, dtype=np.float64)
         if action == "undo":
             self.model.undo()
+            # Changes the browser made while the kernel was busy reach it as one message,
+            # the newest: the kernel's undo history then lacks the others.  The browser's
+            # state is what the user sees, so the kernel ends there.
+            if not np.array_equal(np.sort(self.model.selection), np.unique(indices)):
+                self.select(indices)
         else:
             self.select(indices)
 
