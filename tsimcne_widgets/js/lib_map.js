@@ -254,8 +254,11 @@ function showSelection(sel) {
 // kernel acts on a seq or vseq it has not seen yet and sends the pages it has not sent.
 function post() {
   if (params.static) return;
-  const poly = st.polygon, view = st.view;
-  channel.data = {seq: [st.seq], action: [st.action], indices: [Array.from(st.sent)],
+  // Once the kernel has acknowledged the selection change it needs neither the indices
+  // nor the polygon again: a 50k-point selection is 300 kB of JSON in every page request.
+  const news = Number(sync.data.ack[0]) < st.seq;
+  const poly = news ? st.polygon : null, view = st.view;
+  channel.data = {seq: [st.seq], action: [st.action], indices: [news ? Array.from(st.sent) : []],
                   px: [poly ? Array.from(poly[0]) : []], py: [poly ? Array.from(poly[1]) : []],
                   pages: [Array.from(st.requested)], vseq: [st.vseq],
                   vx: [view ? view[0] : []], vy: [view ? view[1] : []]};
