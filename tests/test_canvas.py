@@ -275,3 +275,25 @@ def test_the_browser_keeps_its_view_changes_to_itself_and_reports_them_once():
     assert list(ranges.values()) == [False, False]
     canvas.figure._trigger_event(events.RangesUpdate(canvas.figure, x0=-1, x1=1, y0=-1, y1=1))
     assert canvas.x_range == (-1.0, 1.0) and canvas.y_range == (-1.0, 1.0)
+
+
+def test_views_arriving_in_a_burst_are_drawn_once_at_the_last_one():
+    # Inside a kernel a quick run of wheel notches sends one RangesUpdate per frame; the
+    # ones already waiting are handled before the loop's next turn: one redraw, last view.
+    import asyncio
+
+    canvas = MapCanvas(64, 48)
+    canvas.set_map(np.random.default_rng(0).normal(size=(500, 2)).astype(np.float32))
+
+    async def burst():
+        before = canvas.render_count
+        for k in range(5):
+            canvas.figure._trigger_event(events.RangesUpdate(
+                canvas.figure, x0=-1 - k, x1=1 + k, y0=-1, y1=1))
+        assert canvas.render_count == before  # nothing drawn while the handlers run
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert canvas.render_count == before + 1
+        assert canvas.x_range == (-5.0, 5.0) and not canvas.follow
+
+    asyncio.run(burst())

@@ -4,7 +4,9 @@
 // onMapEvent(kind, cb_obj).  In scope (CustomJS args):
 //   points    ColumnDataSource {x, y}: float32 coordinates, sent as binary per snapshot
 //             (empty while the kernel answers hover and selection itself)
-//   highlight ColumnDataSource {x, y}: the selected points, drawn over the raster
+//   highlight ColumnDataSource {x, y}: the selected points, outlined over the raster until
+//             the kernel's raster shows the selection itself (then it is emptied: every
+//             outline is a path the browser paints again on every frame of a zoom)
 //   atlas     ColumnDataSource {page, sheet, info}: thumbnail sprite sheets, one row per
 //             page of `page_size` images, streamed by the kernel when asked for
 //   channel   ColumnDataSource the browser writes to tell the kernel; the only one synced
@@ -305,6 +307,14 @@ function kernelSelection() {
   showSelection(sel);
 }
 
+// The kernel has the browser's selection and draws it into its raster (bright over the
+// faded rest), which follows this message: the outlines are no longer needed.
+function kernelDrawsSelection() {
+  if (params.static || Number(sync.data.ack[0]) < st.seq) return;
+  if (!sameIndices(Int32Array.from(sync.data.indices[0]), st.selection)) return;
+  if (highlight.data.x.length) highlight.data = {x: new Float32Array(0), y: new Float32Array(0)};
+}
+
 function zoomToSelection() {
   const sel = st.selection, xs = points.data.x, ys = points.data.y;
   let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
@@ -376,10 +386,11 @@ function onMapEvent(kind, ev) {
   if (kind === 'points') {
     st.grid = null;
     showSelection(st.selection);
+    kernelDrawsSelection();
     rehover();
     return;
   }
-  if (kind === 'sync') { kernelSelection(); return; }
+  if (kind === 'sync') { kernelSelection(); kernelDrawsSelection(); return; }
   if (kind === 'atlas') {
     st.requested.clear();
     if (st.card >= 0 && !st.cardComplete && st.pointer) showCard(st.card, st.pointer.sx, st.pointer.sy);

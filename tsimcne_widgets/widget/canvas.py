@@ -38,6 +38,7 @@ from tsimcne_widgets.render.palette import MISSING_COLOR, continuous_palette
 from tsimcne_widgets.render.raster import Rasterizer, data_range
 
 from .client import MapClient
+from .scheduler import kernel_event_loop
 
 __all__ = ["MapCanvas", "fit_ranges", "PROVISIONAL_TEXT"]
 
@@ -130,6 +131,7 @@ class MapCanvas:
         self._last_hover_time = float("-inf")
         self._drag_started: float | None = None
         self._index = None
+        self._pending_view: tuple | None = None
         self.render_count = 0
         self._build_figure()
         self._build_color_bar()
@@ -161,8 +163,8 @@ class MapCanvas:
             # the interaction began, else lod_timeout after the paint.  With 0 that is the
             # first frame after the notch (the defaults, 300/500 ms, put the raster ~0.7 s
             # after it; 300/40 still ~70-95 ms).  A quick run of notches then sends one
-            # RangesUpdate per frame: combine_events keeps only the newest of those while
-            # the kernel works, so it never falls behind.  No glyph here is drawn decimated.
+            # RangesUpdate per frame; request_view draws only the last of those waiting,
+            # so the kernel never falls behind.  No glyph here is drawn decimated.
             lod_interval=0,
             lod_timeout=40,
         )
@@ -351,6 +353,26 @@ class MapCanvas:
         self.x_range, self.y_range = (x0, x1), (y0, y1)
         self.redraw()
 
+    def request_view(self, x_range, y_range) -> None:
+        """:meth:`set_view`, drawn on the event loop's next turn inside a kernel.
+
+        A quick run of wheel notches sends one view per frame; messages already waiting
+        are then handled before the loop's next turn, so only the last view is drawn.
+        Without a running loop (a script, a test) the view is drawn at once.
+        """
+        loop = kernel_event_loop()
+        if loop is None:
+            self.set_view(x_range, y_range)
+            return
+        waiting, self._pending_view = self._pending_view is not None, (x_range, y_range)
+        if not waiting:
+            loop.call_soon(self._guard(lambda _: self._draw_pending_view()), None)
+
+    def _draw_pending_view(self) -> None:
+        view, self._pending_view = self._pending_view, None
+        if view is not None:
+            self.set_view(*view)
+
     def redraw(self) -> None:
         """Rasterise the map for the current view and send it to the browser.
 
@@ -462,7 +484,7 @@ class MapCanvas:
             self.on_leave()
 
     def _ranges_event(self, event) -> None:
-        self.set_view((event.x0, event.x1), (event.y0, event.y1))
+        self.request_view((event.x0, event.x1), (event.y0, event.y1))
 
 
 def geometry_to_polygon(geometry: dict) -> np.ndarray | None:
