@@ -172,7 +172,9 @@ class MapCanvas:
         fig.yaxis.visible = False
         fig.grid.visible = False
         fig.toolbar.logo = None
-        self.source = ColumnDataSource(self._image_columns(self._blank()))
+        # The browser never changes the raster; synced, jupyter_bokeh echoed every new
+        # raster back to the kernel (50-70 kB a frame), in the queue in front of a zoom.
+        self.source = ColumnDataSource(self._image_columns(self._blank()), syncable=False)
         fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh", source=self.source)
         self.source.js_on_change("data", CustomJS(
             args={"source": self.source, "x_range": fig.x_range, "y_range": fig.y_range},
