@@ -110,6 +110,23 @@ def test_a_page_request_that_replaced_a_selection_still_selects():
     assert canvas.client.atlas.data["page"] == [1, 0]
 
 
+def test_a_reloaded_page_numbers_its_changes_from_1_again_and_is_heard():
+    canvas = _canvas(100)
+    got = []
+    canvas.on_selection = lambda indices, polygon, action: got.append(indices.tolist())
+
+    def post(page, seq, indices, vseq=0, vx=(), vy=()):
+        canvas.client.channel.data = {
+            "seq": [seq], "action": ["select"], "indices": [indices], "px": [[]], "py": [[]],
+            "pages": [[]], "vseq": [vseq], "vx": [list(vx)], "vy": [list(vy)], "sid": [page]}
+
+    post("first", 5, [1, 2], vseq=3, vx=[0, 1], vy=[0, 1])
+    post("first", 2, [9])  # an old change of the same page: already handled
+    post("reloaded", 1, [3, 4], vseq=1, vx=[0, 0.5], vy=[0, 0.5])
+    assert got == [[1, 2], [3, 4]] and canvas.client.sync.data["ack"] == [1]
+    assert canvas.x_range == (0.0, 0.5)
+
+
 def test_a_zoom_to_the_selection_is_done_once_whatever_follows_it():
     canvas = _canvas(100)
     _message(canvas, 0, "none", vseq=1, vx=[0.0, 0.5], vy=[-0.2, 0.2])

@@ -33,7 +33,10 @@ if (st === undefined) {
         pageRows: new Map(), pageInfo: new Map(), urls: new Map(), atlasRows: -1,
         requested: new Set(), tapTimer: null, keys: false,
         // The last selection change (numbered by seq) and zoom-to-selection (by vseq).
-        action: 'none', sent: Int32Array.from(initial), polygon: null, vseq: 0, view: null};
+        action: 'none', sent: Int32Array.from(initial), polygon: null, vseq: 0, view: null,
+        // This page's own numbering: a reloaded page (or another tab) starts again at 1,
+        // and the kernel tells them apart by this id.
+        sid: Math.random().toString(36).slice(2) + Date.now().toString(36)};
   maps.set(points.id, st);
 }
 
@@ -262,7 +265,7 @@ function post() {
   const poly = news ? st.polygon : null, view = st.view;
   channel.data = {seq: [st.seq], action: [st.action], indices: [news ? Array.from(st.sent) : []],
                   px: [poly ? Array.from(poly[0]) : []], py: [poly ? Array.from(poly[1]) : []],
-                  pages: [Array.from(st.requested)], vseq: [st.vseq],
+                  pages: [Array.from(st.requested)], vseq: [st.vseq], sid: [st.sid],
                   vx: [view ? view[0] : []], vy: [view ? view[1] : []]};
 }
 

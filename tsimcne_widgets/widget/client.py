@@ -95,6 +95,7 @@ class MapClient:
         self.on_view: Callable | None = None
         self.ack = 0
         self.view_ack = 0
+        self._page_id: str | None = None  # the browser page whose numbers ack counts
         self.n_points = 0
         self.xy: np.ndarray | None = None
         self._focused: int | None = None
@@ -116,7 +117,8 @@ class MapClient:
         self.sync = ColumnDataSource({"indices": [np.zeros(0, dtype=np.int32)], "ack": [0]},
                                      syncable=False)
         self.channel = ColumnDataSource({"seq": [], "action": [], "indices": [], "px": [],
-                                         "py": [], "pages": [], "vseq": [], "vx": [], "vy": []})
+                                         "py": [], "pages": [], "vseq": [], "vx": [], "vy": [],
+                                         "sid": []})
         self.ring = ColumnDataSource({"x": [], "y": [], "index": []}, syncable=False)
         card.syncable = False
         self.info = Div(text="", visible=False, syncable=False, styles={
@@ -275,7 +277,8 @@ class MapClient:
         polygon), the sprite pages still wanted (``pages``) and the last zoom to the
         selection (``vseq``, ``vx``, ``vy``).  A ``seq`` or ``vseq`` seen before is ignored,
         so the same message twice (jupyter_bokeh runs on_change callbacks twice per
-        browser change) or a page request after a selection changes nothing twice.
+        browser change) or a page request after a selection changes nothing twice.  The
+        numbers are the page's own (``sid``): a reloaded page starts again at 1.
         """
         if not data.get("seq"):
             return
@@ -283,6 +286,10 @@ class MapClient:
         def first(key, default):
             column = data.get(key)
             return column[0] if column else default
+
+        page_id = str(first("sid", ""))
+        if page_id != self._page_id:
+            self._page_id, self.ack, self.view_ack = page_id, 0, 0
 
         pages = first("pages", [])
         if len(pages):
