@@ -75,9 +75,6 @@ class MapClient:
         by one, so the kernel must end on ``indices``).
     on_view : callable or None
         ``on_view(x_range, y_range)`` when the browser moved the view (double-click).
-    on_mode : callable or None
-        ``on_mode(active)`` after every map update: whether the browser answers hover and
-        selection (:attr:`active`).
     ring : bokeh.models.ColumnDataSource
         ``{x, y, index}``: the focused point, drawn as a ring (empty when none).
     """
@@ -100,7 +97,6 @@ class MapClient:
         self.xy: np.ndarray | None = None
         self._focused: int | None = None
         self._focus_observers: list[Callable[[int | None], object]] = []
-        self.on_mode: Callable[[bool], object] | None = None
         # Kernel-path events the canvas subscribed to before making the client.
         self._kernel_events = set(figure.subscribed_events) & KERNEL_PATH_EVENTS
         self._pages_sent: set[int] = set()
@@ -203,8 +199,6 @@ class MapClient:
         self._draw_ring()
 
     def _show_mode(self) -> None:
-        if self.on_mode is not None:
-            self.on_mode(self.active)
         subscribed = set(self.figure.subscribed_events)
         if self.active:
             self.figure.subscribed_events = subscribed - KERNEL_PATH_EVENTS
