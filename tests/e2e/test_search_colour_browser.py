@@ -116,7 +116,13 @@ def _story(lab):
     assert _has(before[:, right_of:], legend_colors[1])  # the labels' legend (orange swatch)
     page.locator(".widget-dropdown", has=page.locator("label", has_text="Colour")) \
         .locator("select").select_option("brightness")
-    wait_until(lambda: m.kernel("explorer.canvas.color_bar.visible"), "the colour bar in the kernel", timeout=20)
+    try:
+        wait_until(lambda: m.kernel("explorer.canvas.color_bar.visible"), "the colour bar in the kernel",
+                   timeout=20)
+    except AssertionError as error:
+        state = m.kernel("[explorer.controls.color.value, explorer.color_column, "
+                         "[str(x) for x in explorer.messages[-3:]]]")
+        raise AssertionError(f"{error}; kernel: dropdown, colour column, messages = {state}") from error
     ramp = continuous_palette()
     x0, y0 = int(round(frame["dx"])), int(round(frame["dy"]))
     below = slice(y0 + int(frame["height"]) + 2, None), slice(x0, x0 + int(frame["width"]))
