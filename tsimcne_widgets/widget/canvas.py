@@ -158,13 +158,9 @@ class MapCanvas:
             active_scroll=wheel,
             output_backend="canvas",
             min_border=_MIN_BORDER,
-            # BokehJS tells the kernel a wheel zoom's view (RangesUpdate) when it leaves
-            # its level-of-detail mode: on a frame painted lod_interval ms or more after
-            # the interaction began, else lod_timeout after the paint.  With 0 that is the
-            # first frame after the notch (the defaults, 300/500 ms, put the raster ~0.7 s
-            # after it; 300/40 still ~70-95 ms).  A quick run of notches then sends one
-            # RangesUpdate per frame; request_view draws only the last of those waiting,
-            # so the kernel never falls behind.  No glyph here is drawn decimated.
+            # BokehJS sends a wheel zoom's RangesUpdate when it leaves level-of-detail mode:
+            # with lod_interval=0 on the first frame after the notch (defaults: ~0.7 s).
+            # request_view draws only the last of a burst; no glyph here is decimated.
             lod_interval=0,
             lod_timeout=40,
         )
@@ -172,8 +168,7 @@ class MapCanvas:
         fig.yaxis.visible = False
         fig.grid.visible = False
         fig.toolbar.logo = None
-        # The browser never changes the raster; synced, jupyter_bokeh echoed every new
-        # raster back to the kernel (50-70 kB a frame), in the queue in front of a zoom.
+        # Not synced back: jupyter_bokeh echoed every raster to the kernel (50-70 kB).
         self.source = ColumnDataSource(self._image_columns(self._blank()), syncable=False)
         fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh", source=self.source)
         self.source.js_on_change("data", CustomJS(
@@ -356,12 +351,8 @@ class MapCanvas:
         self.redraw()
 
     def request_view(self, x_range, y_range) -> None:
-        """:meth:`set_view`, drawn on the event loop's next turn inside a kernel.
-
-        A quick run of wheel notches sends one view per frame; messages already waiting
-        are then handled before the loop's next turn, so only the last view is drawn.
-        Without a running loop (a script, a test) the view is drawn at once.
-        """
+        """:meth:`set_view` on the event loop's next turn inside a kernel (at once without
+        a running loop): of a burst of views already waiting, only the last is drawn."""
         loop = kernel_event_loop()
         if loop is None:
             self.set_view(x_range, y_range)
