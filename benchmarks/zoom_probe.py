@@ -9,6 +9,7 @@ when the kernel's ``set_view`` began and ended, and when the new raster reached 
 
     python benchmarks/zoom_probe.py 2000
     python benchmarks/zoom_probe.py 100000 --select
+    python benchmarks/zoom_probe.py 100000 --select --notches=12
 """
 import json
 import sys
@@ -28,6 +29,7 @@ import browser as B  # noqa: E402
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
 n = int(args[0]) if args else 2000
 select = "--select" in sys.argv
+notches = int(next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--notches=")), 6))
 root, work = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
 with LabServer(root, work, env={"TSIMCNE_QUICK": "1"}) as server, chromium() as br:
     ctx = br.new_context(viewport={"width": 1400, "height": 1000})
@@ -51,7 +53,7 @@ with LabServer(root, work, env={"TSIMCNE_QUICK": "1"}) as server, chromium() as 
     page.evaluate("""(fid) => { window.__trig = []; for (const view of window.Bokeh.index) { if (view.model.id !== fid || !view.el.isConnected) continue;
         const orig = view.model.trigger_event.bind(view.model);
         view.model.trigger_event = (ev) => { window.__trig.push([ev.constructor.name || ev.event_name, performance.timeOrigin + performance.now()]); return orig(ev); }; } }""", m.figure_id)
-    for k in range(int(next((a.split('=')[1] for a in sys.argv if a.startswith('--notches=')), 6))):
+    for k in range(notches):
         m.kernel("explorer.canvas.probe_times.clear()")
         page.evaluate(B.JS_RASTER_WATCH, m.figure_id)
         page.evaluate("() => { window.__tswRasterTimes = window.__tswRasterTimes || []; window.__tswRasterTimes.length = 0; window.__wheelEpoch.length = 0; }")

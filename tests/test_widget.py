@@ -653,4 +653,3 @@ def test_tag_counts_is_an_observable_read_only_trait(explorer):
     assert label.value == str(sorted(explorer.tag_counts.items()))
     with pytest.raises(traitlets.TraitError):
         explorer.tag_counts = {}
-
