@@ -15,6 +15,7 @@ from tsimcne_widgets.render.thumbs import ThumbnailCache
 from .actions import CurationActions
 from .canvas import MapCanvas
 from .coloring import LABEL, ColorAndSearch, color_options
+from .ownership import MessageOwner
 from .scheduler import LatestOnlyScheduler, kernel_event_loop
 from .replay_view import ReplayView
 from .session import TrainingSession
@@ -162,6 +163,9 @@ class Explorer(traitlets.HasTraits, CurationActions, ReplayView, ColorAndSearch)
                 self.controls.replay_row(),
                 self.controls.message,
             ])
+            # Comm messages may arrive on a kernel subshell's thread (JupyterLab 4.6's
+            # default): handle them on this loop's thread, like everything else here.
+            MessageOwner(self._loop).adopt(self._box)
         return self._box
 
     def _prepare_display(self):
