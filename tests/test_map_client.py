@@ -2,6 +2,7 @@
 it accepts, and when it hands hover and selection back to the kernel."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -165,6 +166,38 @@ def test_pages_are_sprite_sheets_with_escaped_free_texts_sent_once():
     assert np.array_equal(cell, canvas.client.images[PAGE_SIZE + k])
     assert info["labels"][k] == f"l{PAGE_SIZE + k}"
     assert info["meta"][k] == [["path", f"<b>{PAGE_SIZE + k}"]]  # raw text: the browser escapes it
+
+
+def test_in_a_kernel_pages_are_encoded_off_the_event_loop_and_stale_ones_dropped():
+    # A page takes 50-250 ms to encode: on the loop it held up the zoom queued behind it.
+    canvas = _canvas(2 * PAGE_SIZE)
+    client = canvas.client
+
+    async def scenario():
+        client.send_pages([0])
+        client.send_pages([0])  # asked again while it is encoded: encoded once
+        assert client.atlas.data["page"] == []  # the handler returned before the work
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if client.atlas.data["page"]:
+                break
+        assert client.atlas.data["page"] == [0]
+        client.send_pages([1])
+        # New images while page 1 is encoded: its sheet (of the old images) is dropped.
+        images = _images(2 * PAGE_SIZE)[:, ::-1].copy()
+        canvas.set_point_info(images)
+        await asyncio.sleep(1.0)  # a 16-px page takes a few ms: long done by now
+        assert client.atlas.data["page"] == []
+        client.send_pages([1])
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if client.atlas.data["page"]:
+                break
+        sheet, info = client.atlas.data["sheet"][0], json.loads(client.atlas.data["info"][0])
+        image = np.asarray(Image.open(io.BytesIO(base64.b64decode(sheet.split(",", 1)[1]))))
+        assert np.array_equal(image[:16, :16], images[PAGE_SIZE])
+
+    asyncio.run(scenario())
 
 
 def test_large_images_use_lossy_sheets_of_bounded_cells():

@@ -653,3 +653,27 @@ def test_tag_counts_is_an_observable_read_only_trait(explorer):
     assert label.value == str(sorted(explorer.tag_counts.items()))
     with pytest.raises(traitlets.TraitError):
         explorer.tag_counts = {}
+
+
+def test_browser_events_are_combined_only_while_the_kernel_answers_hover(explorer):
+    # jupyter_bokeh's combine_events paces the mouse moves of the kernel path; while the
+    # browser answers (no mouse moves sent) it would only delay a zoom's view.
+    from jupyter_bokeh import BokehModel
+
+    def bokeh_model(box):
+        for child in getattr(box, "children", ()):
+            if isinstance(child, BokehModel):
+                return child
+            found = bokeh_model(child)
+            if found is not None:
+                return found
+        return None
+
+    model = bokeh_model(explorer.widget)
+    assert explorer.canvas.client.active and model.combine_events is False
+    explorer.canvas.client.max_points = 10  # the map is now above the browser's limit
+    explorer.set_embedding(grid_map())
+    assert not explorer.canvas.client.active and model.combine_events is True
+    explorer.canvas.client.max_points = 200_000
+    explorer.set_embedding(grid_map())
+    assert model.combine_events is False

@@ -6,7 +6,9 @@ kernel round trip per mouse move.  This module gives it what it needs and listen
 
 * the coordinates, as float32 arrays that Bokeh sends as binary buffers, once per map;
 * thumbnail sprite sheets (PNG for small images, WebP for larger ones), one page of
-  :data:`PAGE_SIZE` images at a time, encoded when the browser first asks for a page;
+  :data:`PAGE_SIZE` images at a time, encoded when the browser first asks for a page, on
+  a worker thread (50-250 ms a page), so that the kernel answers a zoom or a lasso
+  meanwhile;
 * the kernel's selection with the number of the last browser message it reflects, so
   the browser ignores a state it has already moved past;
 * the *focused* image (:meth:`MapClient.focus`), drawn as a ring around its point; the
@@ -20,12 +22,15 @@ free.  Larger maps keep the kernel path of :class:`~tsimcne_widgets.widget.canva
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 from bokeh.models import ColumnDataSource, Div
 
 from tsimcne_widgets.render.atlas import (COLUMNS, HELP, META_LINES, PAGE_SIZE, atlas_rows,
                                           encode_page, map_callback, wire_map_events)
+
+from .scheduler import kernel_event_loop
 
 __all__ = ["MapClient", "CLIENT_MAX_POINTS", "PAGE_SIZE", "HELP", "RING_COLOR"]
 
@@ -70,6 +75,9 @@ class MapClient:
         by one, so the kernel must end on ``indices``).
     on_view : callable or None
         ``on_view(x_range, y_range)`` when the browser moved the view (double-click).
+    on_mode : callable or None
+        ``on_mode(active)`` after every map update: whether the browser answers hover and
+        selection (:attr:`active`).
     ring : bokeh.models.ColumnDataSource
         ``{x, y, index}``: the focused point, drawn as a ring (empty when none).
     """
@@ -92,9 +100,14 @@ class MapClient:
         self.xy: np.ndarray | None = None
         self._focused: int | None = None
         self._focus_observers: list[Callable[[int | None], object]] = []
+        self.on_mode: Callable[[bool], object] | None = None
         # Kernel-path events the canvas subscribed to before making the client.
         self._kernel_events = set(figure.subscribed_events) & KERNEL_PATH_EVENTS
         self._pages_sent: set[int] = set()
+        self._pages_pending: set[int] = set()
+        self._atlas_generation = 0  # bumped when the images change: older pages are stale
+        self._encoder: ThreadPoolExecutor | None = None
+        self._guard = guard
         empty = np.zeros(0, dtype=np.float32)
         # Only the channel is synced back: the browser rewrites the others on every
         # gesture, and the kernel must not receive its own coordinates again.
@@ -165,6 +178,8 @@ class MapClient:
         meta_lines = 0 if metadata is None else min(len(metadata.columns), META_LINES)
         self._set_params(thumb=self.thumb_size, meta_lines=meta_lines)
         self._pages_sent.clear()
+        self._pages_pending.clear()
+        self._atlas_generation += 1
         self.atlas.data = {"page": [], "sheet": [], "info": []}
 
     def _set_params(self, **changes) -> None:
@@ -188,6 +203,8 @@ class MapClient:
         self._draw_ring()
 
     def _show_mode(self) -> None:
+        if self.on_mode is not None:
+            self.on_mode(self.active)
         subscribed = set(self.figure.subscribed_events)
         if self.active:
             self.figure.subscribed_events = subscribed - KERNEL_PATH_EVENTS
@@ -310,16 +327,40 @@ class MapClient:
             self.push_selection(self.sync.data["indices"][0])
 
     def send_pages(self, pages) -> None:
-        """Stream the sprite sheets of these pages to the browser (each page once)."""
+        """Stream the sprite sheets of these pages to the browser (each page once).
+
+        Inside a kernel the pages are encoded on a worker thread and streamed from the
+        event loop when done; without a running loop (a script, a test) at once.
+        """
         if self.images is None:
             return
         n_pages = -(-len(self.images) // PAGE_SIZE)
-        fresh = sorted({int(p) for p in pages if 0 <= int(p) < n_pages} - self._pages_sent)
+        fresh = sorted({int(p) for p in pages if 0 <= int(p) < n_pages}
+                       - self._pages_sent - self._pages_pending)
         if not fresh:
             return
-        self.atlas.stream(atlas_rows(self.images, fresh, labels=self.labels,
-                                     metadata=self.metadata))
-        self._pages_sent.update(fresh)
+        options = dict(labels=self.labels, metadata=self.metadata)
+        loop = kernel_event_loop()
+        if loop is None:
+            self._stream_pages(fresh, atlas_rows(self.images, fresh, **options))
+            return
+        if self._encoder is None:
+            self._encoder = ThreadPoolExecutor(1, thread_name_prefix="tsimcne-sprites")
+        self._pages_pending.update(fresh)
+        generation = self._atlas_generation
+        future = self._encoder.submit(atlas_rows, self.images, fresh, **options)
+        finish = self._guard(lambda _: self._encoded(generation, fresh, future))
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(finish, None))
+
+    def _encoded(self, generation: int, pages: list[int], future: Future) -> None:
+        if generation != self._atlas_generation:
+            return  # the images changed meanwhile: the browser asks again
+        self._pages_pending.difference_update(pages)
+        self._stream_pages(pages, future.result())  # an encoding error is reported here
+
+    def _stream_pages(self, pages: list[int], rows: dict) -> None:
+        self.atlas.stream(rows)
+        self._pages_sent.update(pages)
 
     def encode_page(self, page: int) -> tuple[str, dict]:
         """Sprite sheet (data URI) and texts of images ``page * PAGE_SIZE ...``
