@@ -6,10 +6,14 @@ JupyterLab in headless Chromium shows an Explorer of N points (``tests/e2e`` hel
 figure triggered (minified class names; ``h`` is RangesUpdate, ``d``/``p`` LODStart/LODEnd),
 when the kernel's ``set_view`` began and ended, and when the new raster reached the page.
 ``--select`` selects every third point first (the raster then has two layers).
+``--gap=S`` moves the pointer to a random spot S seconds before each notch (as a user who
+points, then scrolls; the hover may ask for a thumbnail page); the kernel's timeline then also
+shows each channel message (``ch``) and page request (``pg``).
 
     python benchmarks/zoom_probe.py 2000
     python benchmarks/zoom_probe.py 100000 --select
     python benchmarks/zoom_probe.py 100000 --select --notches=12
+    python benchmarks/zoom_probe.py 200000 --select --gap=0.1
 """
 import json
 import sys
@@ -29,6 +33,7 @@ import browser as B  # noqa: E402
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
 n = int(args[0]) if args else 2000
 select = "--select" in sys.argv
+gap = float(next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--gap=")), 0))
 notches = int(next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--notches=")), 6))
 root, work = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
 with LabServer(root, work, env={"TSIMCNE_QUICK": "1"}) as server, chromium() as br:
@@ -43,6 +48,7 @@ with LabServer(root, work, env={"TSIMCNE_QUICK": "1"}) as server, chromium() as 
     # Garbage collections in the kernel (generation, start, ms): a gen-2 pass over a
     # kernel with torch and a Bokeh document can stall an event for 100 ms or more.
     m.kernel("""(lambda gc, t: (setattr(explorer.canvas, 'gc_log', []), gc.callbacks.append(lambda phase, info, log=explorer.canvas.gc_log: log.append((phase, info['generation'], time.time()*1000)))))(__import__('gc'), __import__('time')) and None""")
+    m.kernel("(lambda c: (c.client.channel.on_change('data', lambda a, o, n: c.probe_times.append(('ch', time.time()*1000))), setattr(c.client, 'send_pages', (lambda orig: (lambda pages: (c.probe_times.append(('pg', time.time()*1000)), orig(pages))))(c.client.send_pages))))(explorer.canvas) and None")
     if select:
         m.kernel("explorer.select(list(range(0, len(explorer.canvas.xy), 3))) and None")
         time.sleep(1.0)
@@ -57,7 +63,12 @@ with LabServer(root, work, env={"TSIMCNE_QUICK": "1"}) as server, chromium() as 
         m.kernel("explorer.canvas.probe_times.clear()")
         page.evaluate(B.JS_RASTER_WATCH, m.figure_id)
         page.evaluate("() => { window.__tswRasterTimes = window.__tswRasterTimes || []; window.__tswRasterTimes.length = 0; window.__wheelEpoch.length = 0; }")
-        page.mouse.move(frame["x"] + frame["width"] * 0.5, frame["y"] + frame["height"] * 0.5)
+        if gap:
+            page.mouse.move(frame["x"] + frame["width"] * rng.uniform(0.3, 0.7),
+                            frame["y"] + frame["height"] * rng.uniform(0.3, 0.7), steps=5)
+            time.sleep(gap)
+        else:
+            page.mouse.move(frame["x"] + frame["width"] * 0.5, frame["y"] + frame["height"] * 0.5)
         page.mouse.wheel(0, float(rng.choice([-100, 100])))
         time.sleep(2.0)
         wheel = page.evaluate("() => window.__wheelEpoch")

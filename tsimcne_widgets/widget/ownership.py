@@ -46,7 +46,6 @@ class MessageOwner:
     def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self.loop = loop
         self.thread_id = threading.get_ident()
-        self.handled_elsewhere = 0  # messages that arrived on another thread
         self._watched: weakref.WeakSet = weakref.WeakSet()
 
     def adopt(self, widget) -> None:
@@ -86,7 +85,6 @@ class MessageOwner:
             if threading.get_ident() == self.thread_id or loop is None or loop.is_closed():
                 handle(msg)
                 return
-            self.handled_elsewhere += 1
             loop.call_soon_threadsafe(self._handle_logged, handle, msg)
 
         on_owner.owner = self
