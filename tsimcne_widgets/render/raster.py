@@ -217,13 +217,17 @@ class Rasterizer:
             reduction = ds.summary(n=ds.count(), r=ds.sum("r"), g=ds.sum("g"), b=ds.sum("b"))
         result = canvas.points(pd.DataFrame(columns, copy=False), "x", "y", agg=reduction)
         count = np.asarray(result["n"].data)
-        filled = count > 0
+        filled = np.flatnonzero(count.ravel())  # row-major, as shading.shade expects
+
+        def at_filled(name: str) -> np.ndarray:
+            return np.asarray(result[name].data).ravel().take(filled)
+
         if self.value_range is None:
-            n = count[filled]
-            return count, np.stack([np.asarray(result[c].data)[filled] / n for c in "rgb"], 1)
-        valued = np.asarray(result["m"].data)[filled]
+            sums = np.stack([at_filled(c) for c in "rgb"], 1)
+            return count, sums / count.ravel().take(filled)[:, None]
+        valued = at_filled("m")
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.asarray(result["s"].data)[filled] / valued
+            mean = at_filled("s") / valued
         return count, self._value_colors(mean, valued > 0)
 
     def _value_colors(self, mean: np.ndarray, valued: np.ndarray) -> np.ndarray:
