@@ -82,13 +82,21 @@ class MessageOwner:
         """``handle(msg)`` on the owning thread: at once there, else queued on its loop."""
         def on_owner(msg) -> None:
             loop = self.loop
-            if threading.get_ident() == self.thread_id or loop is None or loop.is_closed():
+            if loop is None or loop.is_closed() or self._on_owner_thread():
                 handle(msg)
                 return
             loop.call_soon_threadsafe(self._handle_logged, handle, msg)
 
         on_owner.owner = self
         return on_owner
+
+    def _on_owner_thread(self) -> bool:
+        # The loop decides, not the thread that adopted: a subshell console may be the
+        # first to show the widget, and its thread runs a loop of its own.
+        try:
+            return asyncio.get_running_loop() is self.loop
+        except RuntimeError:  # a thread with no loop (not a kernel's): compare threads
+            return threading.get_ident() == self.thread_id
 
     @staticmethod
     def _handle_logged(handle, msg) -> None:
