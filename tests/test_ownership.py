@@ -110,7 +110,8 @@ def test_a_real_kernel_subshell_message_is_handled_on_the_main_thread():
     jupyter_client = pytest.importorskip("jupyter_client")
     manager, client = jupyter_client.manager.start_new_kernel(kernel_name="python3")
     try:
-        if not client.kernel_info(reply=True)["content"].get("supported_features", []):
+        if "kernel subshells" not in client.kernel_info(reply=True)["content"].get(
+                "supported_features", []):
             pytest.skip("this ipykernel has no subshells")
 
         def run(code: str) -> str:
@@ -152,6 +153,7 @@ def test_a_real_kernel_subshell_message_is_handled_on_the_main_thread():
             shown = json.loads(run("print(json.dumps(ran_on), end='')"))
             if len(shown) == 2:
                 break
+        assert len(shown) == 2, f"not every click was handled: {shown}"
         # The control: a widget nobody adopted runs on the subshell's thread.
         assert shown["alone"] != "MainThread"
         assert shown["adopted"] == "MainThread"
